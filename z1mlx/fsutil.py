@@ -1,0 +1,95 @@
+"""Atomic writes: a reader sees the old file or the new one, never half of one."""
+
+import errno
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import Z1Error
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def _suppress():
+    try:
+        yield
+    except OSError:
+        pass
+
+
+TMP_MARK = ".partial-"
+
+
+def partial_dir_for(out: Path) -> Path:
+    """A hidden sibling of `out` to build into; the pid lets stale ones be swept."""
+    return out.parent / f"{TMP_MARK}{out.name}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_partials(parent: Path) -> list[Path]:
+    """Remove half-built directories left by killed processes."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        if not entry.name.startswith(TMP_MARK):
+            continue
+        try:
+            pid = int(entry.name.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def publish_dir(tmp: Path, out: Path, replace: bool) -> None:
+    """Move a finished build into place in one rename (swapping out an old one)."""
+    if out.exists():
+        if not replace:
+            raise Z1Error(f"{out} already exists (use --force to replace it)")
+        old = out.parent / f"{TMP_MARK}old-{out.name}-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def describe_os_error(err: OSError, path: Path) -> str:
+    if err.errno == errno.ENOSPC:
+        return f"disk full while writing {path}"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path} is not writable ({err.strerror})"
+    return f"cannot write {path}: {err.strerror or err}"
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

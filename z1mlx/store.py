@@ -1,0 +1,169 @@
+"""The model store, and what `--model` means.
+
+`--model` accepts, in this order: the aliases `z1-7b` and `demo`, a local directory (an
+MLX model is used as is; a Hugging Face checkpoint is converted once into the store), a
+model name in the store (see `z1 models`), or a hub id (converted once into the store,
+unless the repository already holds MLX weights).
+"""
+
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import locations
+from .convert.command import MANIFEST, Manifest, convert_checkpoint, resolve_dtype, store_name
+from .convert.source import DEFAULT_SOURCE, SUPPORTED_ARCHITECTURES, Checkpoint, check_checkpoint, fetch, looks_like_hub_id, offline
+from .errors import ModelNotAvailable, Z1Error
+from .fsutil import TMP_MARK
+
+DEFAULT_MODEL = "z1-7b"
+DEMO = "demo"
+ALIASES = {DEFAULT_MODEL: DEFAULT_SOURCE, DEMO: None}
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    name: str
+    path: Path
+    manifest: Manifest | None
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def list_models() -> list[StoredModel]:
+    root = locations.models_dir()
+    if not root.is_dir():
+        return []
+    entries = []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith((".", TMP_MARK)) or not (path / "config.json").is_file():
+            continue
+        entries.append(StoredModel(path.name, path, Manifest.read(path)))
+    return entries
+
+
+def find(name: str) -> StoredModel | None:
+    return next((m for m in list_models() if m.name == name), None)
+
+
+def remove(name: str) -> Path:
+    model = find(name)
+    if model is None:
+        known = ", ".join(m.name for m in list_models()) or "the store is empty"
+        raise Z1Error(f"no model named {name!r} in the store ({known})")
+    # Rename first so a half-deleted directory never looks like a model.
+    doomed = model.path.with_name(f"{TMP_MARK}rm-{model.name}-0")
+    model.path.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    return model.path
+
+
+def is_mlx_model(path: Path) -> bool:
+    """MLX weights: written by z1 (manifest) or by mlx-lm (quantization in config)."""
+    if (path / MANIFEST).is_file():
+        return True
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return "quantization" in config
+
+
+def ensure_demo() -> Path:
+    """Build the random tiny demo model into the store on first use (seconds)."""
+    out = locations.models_dir() / DEMO
+    if out.is_dir() and (out / MANIFEST).is_file():
+        return out
+    from .convert.demo import DEMO_SPEC, build_checkpoint
+
+    log("[z1] building the demo model (random weights, Z1-7B's architecture) ...")
+    locations.store_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".demo-hf-", dir=locations.store_dir()) as tmp:
+        source = build_checkpoint(Path(tmp), DEMO_SPEC)
+        checkpoint = Checkpoint(source, DEMO, None, check_checkpoint(source))
+        try:
+            convert_checkpoint(checkpoint, out, dtype="auto", verify=True, log=log)
+        except Z1Error:
+            if not out.is_dir():  # another process may have won the race
+                raise
+    return out
+
+
+def _convert_into_store(checkpoint: Checkpoint, label: str) -> Path:
+    name = store_name(label, 4, resolve_dtype("auto"))
+    out = locations.models_dir() / name
+    existing = Manifest.read(out) if out.is_dir() else None
+    if existing and existing.source == checkpoint.source:
+        return out
+    if existing:  # same name, other source: keep both
+        out = out.with_name(f"{name}-{abs(hash(checkpoint.source)) % 10**6}")
+        if out.is_dir():
+            return out
+    log(f"[z1] converting {checkpoint.source} to 4-bit MLX in the store (once) ...")
+    convert_checkpoint(checkpoint, out, log=log)
+    return out
+
+
+def _from_hub(repo_id: str) -> Path:
+    name = store_name(repo_id, 4, resolve_dtype("auto"))
+    stored = find(name)
+    if stored and stored.manifest and stored.manifest.source == repo_id:
+        return stored.path
+    try:
+        path = fetch(repo_id)
+    except Z1Error as err:
+        if offline() or "cannot reach" in str(err):
+            raise ModelNotAvailable(
+                f"{repo_id} is not in the store and {'offline mode is on' if offline() else 'the hub is unreachable'}; "
+                f"when online run: z1 convert {repo_id}"
+            )
+        raise
+    if is_mlx_model(path):
+        return path
+    path_config = check_checkpoint(path)
+    revision = path.name if path.parent.name == "snapshots" else None
+    return _convert_into_store(Checkpoint(path, repo_id, revision, path_config), repo_id)
+
+
+def resolve_model(spec: str | None) -> Path:
+    """Turn any `--model` value into a local MLX model directory."""
+    spec = spec or DEFAULT_MODEL
+    if spec == DEMO:
+        return ensure_demo()
+    if spec in ALIASES:
+        return _from_hub(ALIASES[spec])
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise Z1Error(f"{spec}: not a model directory")
+        path = path.resolve()
+        if is_mlx_model(path):
+            check_checkpoint(path)
+            return path
+        config = check_checkpoint(path)
+        return _convert_into_store(Checkpoint(path, str(path), None, config), path.name)
+    stored = find(spec)
+    if stored:
+        return stored.path
+    if looks_like_hub_id(spec):
+        return _from_hub(spec)
+    raise Z1Error(
+        f"unknown model {spec!r}: not an alias ({', '.join(ALIASES)}), a directory, "
+        "a model in the store (see `z1 models`) or a hub id (owner/name)"
+    )
+
+
+def describe(path: Path) -> str:
+    manifest = Manifest.read(path)
+    label = manifest.name if manifest else path.name
+    if manifest and manifest.random_weights:
+        label += " (random weights: output is noise)"
+    return label
+
+
+__all__ = ["resolve_model", "list_models", "remove", "ensure_demo", "describe", "SUPPORTED_ARCHITECTURES"]
