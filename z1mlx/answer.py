@@ -1,0 +1,49 @@
+"""Which part of a reply is the answer, and the code in it.
+
+When the window shifts, the split is exact: phase-2 text is the answer. When the model
+ends inside the window there is no tag to split on (Z1 has none), so `split_reply`
+marks the answer as, in order of preference:
+1. the text from the last final-answer heading ("Final Answer", "**Answer:**",
+   "### Solution", "The final answer is", "In summary", ...) to the end;
+2. otherwise the last fenced code block, from the paragraph that introduces it;
+3. otherwise the whole text (reasoning is then empty).
+"""
+
+import re
+
+_HEADING = re.compile(
+    r"^[ \t]*(?:#{1,6}[ \t]*|\*\*)?[ \t]*"
+    r"(?:final[ \t]+answer|final[ \t]+solution|final[ \t]+code|answer|solution|in[ \t]+summary|to[ \t]+summarize|"
+    r"the[ \t]+final[ \t]+answer[ \t]+is|therefore,?[ \t]+the[ \t]+final[ \t]+answer)"
+    r"\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FENCE = re.compile(r"^[ \t]*```[^\n]*\n.*?^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+_CODE_BLOCK = re.compile(r"^[ \t]*```([\w+-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
+
+
+def split_reply(text: str) -> tuple[str, str]:
+    """(reasoning, answer) of a reply that ended inside the window."""
+    headings = list(_HEADING.finditer(text))
+    if headings:
+        start = headings[-1].start()
+        return text[:start].rstrip(), text[start:].strip()
+    fences = list(_FENCE.finditer(text))
+    if fences:
+        start = fences[-1].start()
+        # Keep the sentence that introduces the block with it.
+        paragraph = text.rfind("\n\n", 0, start)
+        lead = paragraph + 2 if paragraph != -1 and start - paragraph < 400 else start
+        return text[:lead].rstrip(), text[lead:].strip()
+    return "", text.strip()
+
+
+def extract_code(text: str, prefer: str = "python") -> str | None:
+    """The last fenced code block, preferring blocks tagged `prefer` (or untagged)."""
+    blocks = [(lang.lower(), body) for lang, body in _CODE_BLOCK.findall(text)]
+    if not blocks:
+        # An answer cut off by its token cap may have an unclosed fence.
+        open_fence = re.search(r"```([\w+-]*)[^\n]*\n(.*)\Z", text, re.DOTALL)
+        return open_fence.group(2).rstrip() + "\n" if open_fence else None
+    preferred = [body for lang, body in blocks if lang in (prefer, "py", "")]
+    return (preferred or [body for _, body in blocks])[-1]
