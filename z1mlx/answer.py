@@ -47,3 +47,10 @@ def extract_code(text: str, prefer: str = "python") -> str | None:
         return open_fence.group(2).rstrip() + "\n" if open_fence else None
     preferred = [body for lang, body in blocks if lang in (prefer, "py", "")]
     return (preferred or [body for _, body in blocks])[-1]
+
+
+def reasoning_and_answer(thinking_text: str, answer_text: str, window_hit: bool) -> tuple[str, str]:
+    """The reply's two parts: exact when the window shifted, else marked by `split_reply`."""
+    if window_hit:
+        return thinking_text, answer_text
+    return split_reply(thinking_text)

@@ -143,11 +143,12 @@ def _eos_ids(model_path: Path, tokenizer) -> set[int]:
 class Engine:
     """A loaded model and tokenizer, and the shifted-window generation loop."""
 
-    def __init__(self, model, tokenizer, model_path: Path, name: str | None = None):
+    def __init__(self, model, tokenizer, model_path: Path, label: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.model_path = Path(model_path)
-        self.name = name or self.model_path.name
+        self.name = self.model_path.name
+        self.label = label or self.name  # for display: says so when the weights are random
         self.eos_token_ids = _eos_ids(self.model_path, tokenizer)
 
     @classmethod
@@ -185,6 +186,13 @@ class Engine:
         return ConversationCache(self.model)
 
     # Generation
+
+    def _detokenizer(self):
+        """mlx-lm's streaming detokenizer, keeping a leading space so text == decode(ids)."""
+        detok = self.tokenizer.detokenizer
+        if hasattr(detok, "_maybe_trim_space"):
+            detok._maybe_trim_space = lambda text: text
+        return detok
 
     def _sampler_and_processors(self, sampling: Sampling):
         import mlx.core as mx
@@ -254,7 +262,7 @@ class Engine:
             )
             conversation.tokens.extend(feed)
             out = ids[phase_name]
-            detok = self.tokenizer.detokenizer
+            detok = self._detokenizer()
             fed_at = time.perf_counter()
             try:
                 for token, _ in steps:

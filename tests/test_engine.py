@@ -1,0 +1,164 @@
+"""The Shifted Thinking Window engine on a tiny random Qwen2 model, against mlx-lm itself."""
+
+import pytest
+
+from conftest import find_prompt, greedy_reference
+from z1mlx.engine import Done, Sampling, Shift, TextDelta
+from z1mlx.window import BOXED_HINT, HINT, ShiftedWindow, WindowControl
+
+
+def run(engine, prompt, window, control=None, on_delta=None, conversation=None):
+    events = []
+    for event in engine.generate(prompt, window, Sampling(), control=control, conversation=conversation):
+        events.append(event)
+        if on_delta and isinstance(event, TextDelta):
+            on_delta(event, control)
+    assert isinstance(events[-1], Done)
+    return events, events[-1].result
+
+
+def test_natural_end_inside_window_equals_mlx_lm_greedy(engine):
+    prompt, reference = find_prompt(engine, ends_within=60)
+    events, result = run(engine, prompt, ShiftedWindow(budget=100, answer_tokens=50))
+    assert result.thinking_token_ids == reference
+    assert result.thinking_tokens == len(reference)
+    assert not result.window_hit and result.finish_reason == "stop"
+    assert result.hint is None and result.answer_tokens == 0
+    assert not any(isinstance(e, Shift) for e in events)
+    streamed = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert streamed == result.thinking_text == engine.tokenizer.decode(reference)
+
+
+def test_window_hit_exact_budget_then_hint_then_answer(engine):
+    prompt, reference = find_prompt(engine, longer_than=40)
+    budget, cap = 24, 12
+    events, result = run(engine, prompt, ShiftedWindow(budget=budget, answer_tokens=cap))
+    assert result.window_hit and result.shift_reason == "budget"
+    assert result.thinking_token_ids == reference[:budget]
+    assert result.hint == HINT and result.hint_token_ids == engine.encode(HINT)
+    assert 1 <= result.answer_tokens <= cap
+    # The answer equals a from-scratch greedy run over prompt + thinking + hint.
+    scratch = greedy_reference(engine, prompt + reference[:budget] + engine.encode(HINT), cap)
+    assert result.answer_token_ids == scratch[:cap]
+    shifts = [e for e in events if isinstance(e, Shift)]
+    assert len(shifts) == 1 and shifts[0].thinking_tokens == budget
+    phases = [e.phase for e in events if isinstance(e, TextDelta)]
+    assert phases.index("answer") > len([p for p in phases if p == "thinking"]) - 1
+    assert result.text == result.thinking_text + HINT + result.answer_text
+
+
+def test_answer_cap_ends_with_length(engine):
+    prompt, _ = find_prompt(engine, longer_than=40)
+    _, result = run(engine, prompt, ShiftedWindow(budget=8, answer_tokens=3))
+    scratch = greedy_reference(engine, prompt + result.thinking_token_ids + engine.encode(HINT), 10)
+    if len(scratch) >= 3:
+        assert result.answer_tokens == 3 and result.finish_reason == "length"
+    else:
+        assert result.finish_reason == "stop"
+
+
+def test_budget_zero_answers_at_once(engine):
+    prompt, _ = find_prompt(engine, longer_than=40)
+    events, result = run(engine, prompt, ShiftedWindow(budget=0, answer_tokens=6))
+    assert isinstance(events[0], Shift) and events[0].thinking_tokens == 0
+    assert result.thinking_tokens == 0 and result.window_hit
+    assert result.answer_token_ids == greedy_reference(engine, prompt + engine.encode(HINT), 6)[:6]
+
+
+def test_boxed_hint_is_used_verbatim(engine):
+    prompt, _ = find_prompt(engine, longer_than=40)
+    _, result = run(engine, prompt, ShiftedWindow(budget=4, answer_tokens=4, hint=BOXED_HINT))
+    assert result.hint == BOXED_HINT and result.hint_token_ids == engine.encode(BOXED_HINT)
+
+
+def test_answer_now_shifts_at_the_next_token(engine):
+    prompt, reference = find_prompt(engine, longer_than=40)
+
+    def press_answer_now(delta, control):
+        if delta.phase == "thinking" and delta.tokens == 5:
+            control.answer_now()
+
+    control = WindowControl(budget=1000)
+    _, result = run(engine, prompt, ShiftedWindow(budget=1000, answer_tokens=5), control, press_answer_now)
+    assert result.thinking_tokens == 5 and result.shift_reason == "answer_now"
+    assert result.answer_token_ids == greedy_reference(engine, prompt + reference[:5] + engine.encode(HINT), 5)[:5]
+
+
+def test_budget_lowered_below_spent_shifts_now(engine):
+    prompt, reference = find_prompt(engine, longer_than=40)
+
+    def lower(delta, control):
+        if delta.phase == "thinking" and delta.tokens == 9:
+            control.set_budget(4)
+
+    control = WindowControl(budget=30)
+    _, result = run(engine, prompt, ShiftedWindow(budget=30, answer_tokens=4), control, lower)
+    assert result.thinking_tokens == 9 and result.window_hit and result.budget == 4
+    assert result.thinking_token_ids == reference[:9]
+
+
+def test_budget_raised_mid_run_extends_window(engine):
+    prompt, reference = find_prompt(engine, longer_than=40)
+
+    def raise_budget(delta, control):
+        if delta.phase == "thinking" and delta.tokens == 2:
+            control.set_budget(20)
+
+    control = WindowControl(budget=5)
+    _, result = run(engine, prompt, ShiftedWindow(budget=5, answer_tokens=2), control, raise_budget)
+    assert result.thinking_token_ids == reference[:20]
+
+
+def test_cancel_stops_generation(engine):
+    prompt, reference = find_prompt(engine, longer_than=40)
+
+    def cancel(delta, control):
+        if delta.tokens == 7:
+            control.cancel()
+
+    control = WindowControl(budget=100)
+    events, result = run(engine, prompt, ShiftedWindow(budget=100), control, cancel)
+    assert result.finish_reason == "cancelled" and not result.window_hit
+    assert result.thinking_token_ids == reference[:7]
+    assert not any(isinstance(e, Shift) for e in events)
+
+
+def test_streamed_text_has_no_broken_utf8_at_the_shift(engine):
+    prompt, _ = find_prompt(engine, longer_than=40)
+    events, result = run(engine, prompt, ShiftedWindow(budget=17, answer_tokens=9))
+    thinking = "".join(e.text for e in events if isinstance(e, TextDelta) and e.phase == "thinking")
+    answer = "".join(e.text for e in events if isinstance(e, TextDelta) and e.phase == "answer")
+    assert thinking == engine.tokenizer.decode(result.thinking_token_ids)
+    assert answer == engine.tokenizer.decode(result.answer_token_ids)
+    for text in (thinking, answer):
+        text.encode("utf-8")  # strings only, never raw partial bytes
+
+
+def test_second_turn_reuses_the_cache_and_matches_a_fresh_run(engine):
+    prompt, _ = find_prompt(engine, longer_than=40)
+    conversation = engine.new_conversation_cache()
+    _, first = run(engine, prompt, ShiftedWindow(budget=6, answer_tokens=4), conversation=conversation)
+    follow_up = engine.chat_prompt([
+        {"role": "user", "content": "Problem 0: add numbers 0"},
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": "And now?"},
+    ])
+    _, second = run(engine, follow_up, ShiftedWindow(budget=6, answer_tokens=4), conversation=conversation)
+    _, fresh = run(engine, follow_up, ShiftedWindow(budget=6, answer_tokens=4))
+    assert second.cached_prompt_tokens > len(prompt) // 2
+    assert second.thinking_token_ids == fresh.thinking_token_ids
+    assert second.answer_token_ids == fresh.answer_token_ids
+
+
+def test_stats_are_filled(engine):
+    prompt, _ = find_prompt(engine, longer_than=40)
+    _, result = run(engine, prompt, ShiftedWindow(budget=10, answer_tokens=5))
+    assert result.prompt_tokens == len(prompt)
+    assert result.ttft_s > 0 and result.prompt_tps > 0 and result.generation_tps > 0
+    assert result.peak_memory_gb >= 0
+
+
+@pytest.mark.parametrize("kwargs", [{"budget": -1}, {"answer_tokens": 0}, {"hint": ""}, {"budget": 1.5}])
+def test_window_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        ShiftedWindow(**kwargs)

@@ -1,0 +1,41 @@
+"""argparse with one-line errors, and the value types every command shares."""
+
+import argparse
+import sys
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage errors are one line (`z1 solve: error: ...`) and exit 2; `--help` shows the rest."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="z1-7b (default), demo, a directory, a store name or a hub id")
+    parser.add_argument("--adapter", default=None, help="a LoRA adapter directory from `z1 finetune`")
+
+
+def add_window_args(parser: argparse.ArgumentParser, budget: int = 2048, answer_tokens: int = 1024) -> None:
+    parser.add_argument("--budget", type=non_negative_int, default=budget,
+                        help=f"thinking budget in tokens; 0 answers at once (default {budget})")
+    parser.add_argument("--answer-tokens", type=positive_int, default=answer_tokens,
+                        help=f"cap on the answer after the window shifts (default {answer_tokens})")
