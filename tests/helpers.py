@@ -1,0 +1,24 @@
+"""Running the real `z1` command in a subprocess, as a user would."""
+
+import os
+import subprocess
+import sys
+
+
+def z1(*args, env=None, timeout=300, input=None):
+    """Run `python -m z1mlx ARGS` with the test's environment; returns CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "z1mlx", *map(str, args)],
+        capture_output=True, text=True, env=full_env, timeout=timeout, input=input,
+    )
+
+
+def one_line_error(proc) -> str:
+    """The single stderr line of a failed command (asserting there is exactly one, no traceback)."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
