@@ -138,7 +138,7 @@ def _tokenizer_files(out: Path, tokenizer) -> None:
     )
 
 
-def _weights(spec: TinySpec, vocab: int, eos_id: int) -> dict[str, np.ndarray]:
+def _weights(spec: TinySpec, vocab: int, eos_ids: list[int]) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(spec.seed)
     h, inter = spec.hidden_size, spec.intermediate_size
     head_dim = h // spec.num_attention_heads
@@ -168,7 +168,7 @@ def _weights(spec: TinySpec, vocab: int, eos_id: int) -> dict[str, np.ndarray]:
     weights["model.norm.weight"] = np.ones(h, dtype)
     lm_head = normal(vocab, h, scale=2.0)
     # A stronger end-of-turn row makes some replies end on their own, as real ones do.
-    lm_head[eos_id] *= spec.eos_boost
+    lm_head[eos_ids] *= spec.eos_boost
     weights["lm_head.weight"] = lm_head
     return weights
 
@@ -206,7 +206,7 @@ def build_checkpoint(out: Path, spec: TinySpec = TinySpec()) -> Path:
     (out / "generation_config.json").write_text(
         json.dumps({"eos_token_id": [eos_id, eot_id], "bos_token_id": eot_id}, indent=2)
     )
-    arrays = {k: mx.array(v).astype(getattr(mx, spec.dtype)) for k, v in _weights(spec, vocab, eos_id).items()}
+    arrays = {k: mx.array(v).astype(getattr(mx, spec.dtype)) for k, v in _weights(spec, vocab, [eos_id, eot_id]).items()}
     mx.save_safetensors(str(out / "model.safetensors"), arrays, metadata={"format": "pt"})
     _tokenizer_files(out, tokenizer)
     return out

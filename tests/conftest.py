@@ -43,6 +43,21 @@ def tiny_model(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def endless_model(tmp_path_factory) -> Path:
+    """A tiny model whose end-of-turn logit is zeroed: it never stops on its own,
+    for tests that interrupt a long reply."""
+    from z1mlx.convert.command import convert_checkpoint
+    from z1mlx.convert.demo import TinySpec, build_checkpoint
+    from z1mlx.convert.source import locate
+
+    root = tmp_path_factory.mktemp("endless")
+    source = build_checkpoint(root / "endless-hf", TinySpec(eos_boost=0.0))
+    out = root / "endless-f32"
+    convert_checkpoint(locate(str(source)), out, quantize=False, dtype="float32", verify=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
 def engine(tiny_model):
     from z1mlx.engine import Engine
 

@@ -265,12 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(args.out, code)
             print(f"[z1] wrote {args.out}", file=sys.stderr)
     if exit_code == EXIT_OK and args.check:
-        from .checks import run_check
-
         if code is None:
             print("[z1] check failed: no code block in the answer", file=sys.stderr)
             exit_code = EXIT_CHECK_FAILED
         else:
+            from .checks import run_check
+
             check = run_check(code, problem.source if problem.kind == "py" else "")
             print(f"[z1] {check.summary()}", file=sys.stderr)
             if not check.passed:
