@@ -162,3 +162,30 @@ def test_stats_are_filled(engine):
 def test_window_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         ShiftedWindow(**kwargs)
+
+
+def test_controls_from_another_thread(endless_model):
+    """The UI thread presses keys while a worker thread generates."""
+    import threading
+    import time
+
+    from z1mlx.engine import Engine
+
+    endless = Engine.load(str(endless_model))
+    prompt = endless.chat_prompt([{"role": "user", "content": "Think forever."}])
+    control = WindowControl(budget=10**6)
+    results = []
+
+    def worker():
+        results.extend(endless.generate(prompt, ShiftedWindow(budget=10**6, answer_tokens=8), control=control))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(isinstance(e, TextDelta) and e.tokens >= 20 for e in list(results)):
+        time.sleep(0.01)
+    control.answer_now()
+    thread.join(timeout=60)
+    result = results[-1].result
+    assert result.window_hit and result.shift_reason == "answer_now"
+    assert result.thinking_tokens >= 20 and result.answer_tokens == 8 and result.finish_reason == "length"
