@@ -94,7 +94,7 @@ class TinySpec:
 
 
 # The demo: a little larger than the test fixtures, still built and converted in seconds.
-DEMO_SPEC = TinySpec(hidden_size=128, num_hidden_layers=4, intermediate_size=256, vocab_target=768, eos_boost=1.6)
+DEMO_SPEC = TinySpec(hidden_size=128, num_hidden_layers=4, intermediate_size=256, vocab_target=768, eos_boost=0.8)
 
 
 def build_tokenizer(vocab_target: int):

@@ -6,6 +6,7 @@ model name in the store (see `z1 models`), or a hub id (converted once into the 
 unless the repository already holds MLX weights).
 """
 
+import hashlib
 import json
 import shutil
 import sys
@@ -101,7 +102,8 @@ def _convert_into_store(checkpoint: Checkpoint, label: str) -> Path:
     if existing and existing.source == checkpoint.source:
         return out
     if existing:  # same name, other source: keep both
-        out = out.with_name(f"{name}-{abs(hash(checkpoint.source)) % 10**6}")
+        digest = hashlib.sha256(checkpoint.source.encode()).hexdigest()[:8]
+        out = out.with_name(f"{name}-{digest}")
         if out.is_dir():
             return out
     log(f"[z1] converting {checkpoint.source} to 4-bit MLX in the store (once) ...")
