@@ -216,7 +216,7 @@ class Engine:
             return processors
         import mlx.core as mx
 
-        prefix = mx.array(history)
+        prefix = mx.array(history[-256:])  # penalties look back a few dozen tokens at most
 
         def wrap(processor):
             return lambda tokens, logits: processor(mx.concatenate([prefix, tokens]), logits)
