@@ -1,1 +1,1 @@
-"""The Textual chat app for `z1 chat`. It never imports mlx: the engine does that."""
+"""The Textual UI of `z1 chat`. Never imports mlx: it drives `z1mlx.conversation`."""

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .answer import reasoning_and_answer
 from .engine import Done, Sampling, Shift, TextDelta
 from .errors import Z1Error
 from .history import History, StoredConversation, StoredMessage
@@ -34,10 +33,6 @@ class Turn(StoredMessage):
     prompt_ids: list[int] | None = None
     thinking_ids: list[int] | None = None
     reply_ids: list[int] | None = None
-
-    @property
-    def reasoning_and_answer(self) -> tuple[str, str]:
-        return reasoning_and_answer(self.thinking, self.answer, self.hint is not None)
 
     @property
     def stopped_while_thinking(self) -> bool:

@@ -66,6 +66,11 @@ class StoredMessage:
     ttft_s: float | None = None
     tokens_per_s: float | None = None
 
+    @property
+    def reasoning_and_answer(self) -> tuple[str, str]:
+        """The reply's two parts, as shown: exact when the window shifted, else found by `split_reply`."""
+        return reasoning_and_answer(self.thinking, self.answer, self.hint is not None)
+
 
 @dataclass
 class ConversationInfo:
@@ -244,7 +249,7 @@ def to_markdown(conversation: StoredConversation) -> str:
         if message.role == "user":
             lines += ["## User", "", message.content, ""]
             continue
-        reasoning, answer = reasoning_and_answer(message.thinking, message.answer, message.hint is not None)
+        reasoning, answer = message.reasoning_and_answer
         lines += ["## Z1", ""]
         if reasoning:
             lines += [
