@@ -16,6 +16,7 @@ from z1mlx.tui.messages import AssistantMessage, UserMessage
 from z1mlx.tui.prompt import PromptInput
 from z1mlx.tui.screens import HelpScreen, HistoryScreen
 from z1mlx.tui.slider import BudgetSlider
+from z1mlx.tui.stream import SEPARATOR
 from z1mlx.window import HINT
 
 SIZE = (100, 32)
@@ -58,7 +59,7 @@ async def test_send_shows_reasoning_then_the_answer(engine, home):
         reasoning, answer = message.query_one(".reasoning"), message.query_one(".answer")
         assert reasoning.display and reasoning.region.height > 0 and text_of(reasoning).strip()
         assert answer.region.height == 0
-        assert text_of(app.query_one("#status")).split("  ·  ")[1] == "thinking"
+        assert text_of(app.query_one("#status")).split(SEPARATOR)[1] == "thinking"
         gated.release()
         turn = await reply_done(pilot)
         assert [type(w) for w in app.query("UserMessage, AssistantMessage")] == [UserMessage, AssistantMessage]
@@ -329,7 +330,7 @@ async def test_loading_shows_progress_and_keeps_the_ui_live(engine, home):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.query_one("#loading").display
-        assert text_of(app.query_one("#status")).startswith("tiny  ·  loading")
+        assert text_of(app.query_one("#status")).startswith("tiny · loading")
         await send(pilot, "too early")  # the UI answers while the model loads
         await pilot.pause()
         assert any("still loading" in n.message for n in app._notifications)
@@ -364,7 +365,7 @@ async def test_status_bar_with_a_fixed_clock(engine, home):
         tokens = turn.thinking_tokens + turn.answer_tokens
         # Clock read at the start and at each delta (one per token, plus one per phase's tail).
         status = text_of(app.query_one("#status"))
-        model, phase, speed, ttft, peak = status.split("  ·  ")
+        model, phase, speed, ttft, peak = status.split(SEPARATOR)
         assert model == engine.label and phase == "idle"
         assert ttft == "ttft 0.01s" and speed.endswith(" tok/s") and peak.startswith("peak ")
         assert 90 < float(speed.split()[0]) <= 100 and tokens > 1

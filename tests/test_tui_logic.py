@@ -77,5 +77,5 @@ def test_labels():
     assert shift_mark("budget", 64, HINT) == "── window full at 64 tokens · I overthought it, the final answer should be: ──"
     assert shift_mark("answer_now", 9, HINT).startswith("── answer now at 9 tokens")
     assert shift_mark("budget", 0, HINT).startswith("── answer at once (budget 0)")
-    assert status_text("m", "idle") == "m  ·  idle  ·  – tok/s  ·  ttft –  ·  peak –"
-    assert status_text("m", "thinking", 12.34, 0.5, 1.234) == "m  ·  thinking  ·  12.3 tok/s  ·  ttft 0.50s  ·  peak 1.23 GB"
+    assert status_text("m", "idle") == "m · idle · – tok/s · ttft – · peak –"
+    assert status_text("m", "thinking", 12.34, 0.5, 1.234) == "m · thinking · 12.3 tok/s · ttft 0.50s · peak 1.23 GB"

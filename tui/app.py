@@ -41,15 +41,16 @@ class ChatApp(App):
     TITLE = "z1 chat"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
+        # In footer order: what matters while Z1 replies comes first.
         Binding("escape", "stop", "Stop"),
         Binding("ctrl+s", "answer_now", "Answer now"),
         Binding("ctrl+r", "regenerate", "Regenerate"),
         Binding("ctrl+t", "toggle_reasoning", "Reasoning"),
+        Binding("f1", "help", "Help"),
         Binding("ctrl+l", "copy_code", "Copy code"),
         Binding("ctrl+n", "new_chat", "New chat"),
         Binding("ctrl+o", "history", "History"),
-        Binding("ctrl+b", "focus_budget", "Budget", show=False),
-        Binding("f1", "help", "Help"),
+        Binding("ctrl+b", "focus_budget", "Budget slider", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -103,7 +104,7 @@ class ChatApp(App):
             yield Static(budget_scale.describe(self.budget_value), id="budget-value")
         yield PromptInput(id="prompt")
         yield Static(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         if self.settings.show_reasoning:

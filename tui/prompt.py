@@ -10,7 +10,7 @@ class PromptInput(TextArea):
     # TextArea would insert a newline for Enter.
     BINDINGS = [
         Binding("enter", "submit", "Send", key_display="⏎"),
-        Binding("ctrl+j", "newline", "New line", key_display="⇧⏎/^j"),
+        Binding("ctrl+j", "newline", "New line", show=False),
     ]
 
     class Submitted(Message):

@@ -127,6 +127,9 @@ class ReplyStream:
             )
 
 
+SEPARATOR = " · "
+
+
 def status_text(model: str, phase: str, tokens_per_s: float | None = None, ttft_s: float | None = None,
                 peak_memory_gb: float | None = None) -> str:
     """The status bar's one line."""
@@ -134,7 +137,7 @@ def status_text(model: str, phase: str, tokens_per_s: float | None = None, ttft_
     parts.append(f"{tokens_per_s:.1f} tok/s" if tokens_per_s is not None else "– tok/s")
     parts.append(f"ttft {ttft_s:.2f}s" if ttft_s is not None else "ttft –")
     parts.append(f"peak {peak_memory_gb:.2f} GB" if peak_memory_gb is not None else "peak –")
-    return "  ·  ".join(parts)
+    return SEPARATOR.join(parts)
 
 
 def counter_text(phase: str, thinking_tokens: int, budget: int, expanded: bool) -> str:
