@@ -131,6 +131,15 @@ def test_fused_model_is_in_the_store_and_matches_base_plus_adapter(trained, tiny
         assert greedy_tokens(fused, prompt) == greedy_tokens(adapted, prompt)
 
 
+def test_engine_applies_the_adapter_without_fusing(trained, tiny_model):
+    """What `z1 solve/chat --adapter DIR` load."""
+    from z1mlx.engine import Engine
+
+    engine = Engine.load(str(tiny_model), adapter=trained[0])
+    prompt = engine.chat_prompt([{"role": "user", "content": QUESTIONS[1]}])
+    assert engine.tokenizer.decode(greedy_tokens(engine.model, prompt, 8)).startswith(ANSWERS[1])
+
+
 def test_interrupt_then_resume_matches_the_uninterrupted_run(trained, data, tiny_model, session_home, tmp_path):
     import mlx.core as mx
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__, finetune_data, locations
 from .errors import Z1Error
 from .fsutil import atomic_write_text, describe_os_error, dir_size, partial_dir_for, publish_dir, sweep_partials
-from .finetune_worker import ADAPTER_CONFIG, ADAPTERS, METRICS, Job, checkpoint_dirs, latest_checkpoint
+from .finetune_worker import ADAPTER_CONFIG, METRICS, Job, latest_checkpoint
 
 MANIFEST = "finetune.json"
 LOG = "train.log"
@@ -51,20 +51,23 @@ data (JSONL, one format per file, every line checked):
   never truncated (a cut reply loses its end token and teaches the model not to stop).
 
 defaults, chosen for a 16 GB Mac and the store's 4-bit Z1-7B (QLoRA):
-  --type lora --rank 8 --layers 16   ~10M trainable parameters (0.1%): the 4-bit base
+  --type lora --rank 8 --layers 16   ~12M trainable parameters (0.15%): the 4-bit base
                                      (4.3 GB) stays frozen, the adapter and its Adam
-                                     state take well under 1 GB
+                                     state take ~150 MB (--type full needs an unquantized
+                                     model and far more memory than 16 GB)
   --batch-size 1 --max-seq-length 2048 --grad-checkpoint
                                      Z1's reasoning traces are long; at 2048 tokens the
                                      logits alone take ~1.2 GB per row, and checkpointing
-                                     keeps activations to ~1 layer: peak stays near 8 GB
+                                     keeps activations to about one layer's worth: an
+                                     estimated 7-8 GB peak, inside the ~10.7 GB macOS
+                                     lets the GPU use on a 16 GB Mac
   --lr 1e-4 (lora/dora), 1e-5 (full) linear warmup (5%, at most 100 steps), cosine decay
                                      to a tenth, as in Z1's recipe; 1e-5 is Z1's full-
                                      fine-tune rate, LoRA needs about ten times more
   --epochs 2                         Z1's recipe
   --save-every 100 --eval-every 200 --val-batches 25 --report-every 10
 
-output (--out, default DATA_DIR/adapters/NAME-TIMESTAMP):
+output (--out, default: z1's data directory/adapters/DATA-NAME-TIMESTAMP):
   adapter_config.json, adapters.safetensors   loadable by mlx-lm (--adapter-path)
   checkpoints/NNNNNNN/                         every --save-every (and on Ctrl+C)
   metrics.jsonl   finetune.json (manifest)     train.log (the training process's output)
@@ -149,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="JSONL file, or a directory with train.jsonl (and valid.jsonl)")
     p.add_argument("--valid", type=Path, help="validation JSONL (default: valid.jsonl in --data, else a seeded 5%% hold-out)")
     p.add_argument("--model", help="base model: z1-7b (default), demo, a directory, a store name or a hub id")
-    p.add_argument("--out", type=Path, help="output directory (default: a new one under the data dir, printed)")
+    p.add_argument("--out", type=Path, help="output directory (default: a new one under z1's data directory, printed)")
     p.add_argument("--type", choices=("lora", "dora", "full"), help="what to train (default lora)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iters", type=_positive_int, help="training steps")
@@ -201,6 +204,10 @@ def resolve_settings(args: argparse.Namespace, previous: dict | None) -> Setting
     for key in ("data", "valid"):
         if key in given:
             given[key] = str(Path(given[key]).expanduser().absolute())
+    if "model" in given and Path(given["model"]).expanduser().exists():
+        given["model"] = str(Path(given["model"]).expanduser().absolute())  # resumable from any directory
+    if given.get("val_batches", 1) < 1 and given.get("val_batches") != -1:
+        raise Z1Error("--val-batches must be -1 (all) or at least 1")
     if previous is None:
         if "data" not in given:
             raise Z1Error("--data is required (a JSONL file or a directory with train.jsonl)")
@@ -510,7 +517,7 @@ def _default_out(settings: Settings) -> Path:
     return locations.data_dir() / "adapters" / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _print_dry_run(settings: Settings, files: finetune_data.DataFiles, splits: finetune_data.Splits, iters: int) -> None:
+def _print_dry_run(settings: Settings, splits: finetune_data.Splits, iters: int) -> None:
     for path, fmt in splits.formats.items():
         print(f"file: {path} ({fmt})")
     source = "the --valid file" if splits.valid_source == "file" else "a seeded 5% hold-out"
@@ -527,16 +534,20 @@ def _print_dry_run(settings: Settings, files: finetune_data.DataFiles, splits: f
           + (f" ({settings.epochs:g} epochs)" if settings.epochs else ""))
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if args.resume and args.out is None:
-        raise Z1Error("--resume needs --out DIR, the run to continue")
-    out = args.out.expanduser().absolute() if args.out else None
-    previous = read_manifest(out) if args.resume else None
-    settings = resolve_settings(args, previous)
+@dataclass
+class Plan:
+    """Everything resolved and checked before the output directory is touched."""
 
-    # 1. The data's structure, before anything slow or anything written.
+    settings: Settings
+    files: finetune_data.DataFiles
+    splits: finetune_data.Splits
+    model_path: Path
+    num_layers: int
+    iters: int
+
+
+def plan_run(settings: Settings) -> Plan:
+    # The data's structure first: no model download or load for a typo in line 7.
     try:
         files = finetune_data.locate_files(Path(settings.data), Path(settings.valid) if settings.valid else None)
     except FileNotFoundError as err:
@@ -545,7 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     if issues:
         raise _report_data_errors(finetune_data.DataErrors(issues, f"{len(issues)} problems in the data"))
 
-    # 2. The model (config and tokenizer only; the weights load in the worker).
+    # The model: config and tokenizer only; the weights load in the worker.
+    from mlx_lm.utils import load_tokenizer
+
     from .store import resolve_model
 
     model_path = resolve_model(settings.model)
@@ -553,43 +566,93 @@ def main(argv: list[str] | None = None) -> int:
     n_layers = int(config.get("num_hidden_layers", 0))
     if settings.layers is not None and n_layers and settings.layers > n_layers:
         raise Z1Error(f"--layers {settings.layers}: {model_path.name} has {n_layers} layers")
-    num_layers = settings.layers or min(16, n_layers)
     if settings.type == "full" and "quantization" in config:
         raise Z1Error(
             f"--type full needs unquantized weights and {model_path.name} is quantized; "
             "use --type lora/dora, or a model converted with `z1 convert --no-quantize`"
         )
-    from mlx_lm.utils import load_tokenizer
-
-    tokenizer = load_tokenizer(model_path)
     try:
         splits = finetune_data.build_splits(
-            parsed, tokenizer, max_seq_length=settings.max_seq_length, batch_size=settings.batch_size,
-            seed=settings.seed, skip_long=settings.skip_long,
+            parsed, load_tokenizer(model_path), max_seq_length=settings.max_seq_length,
+            batch_size=settings.batch_size, seed=settings.seed, skip_long=settings.skip_long,
         )
     except finetune_data.DataErrors as err:
         raise _report_data_errors(err)
-    per_epoch = len(splits.train) // settings.batch_size
-    iters = settings.iters or max(1, round(settings.epochs * per_epoch))
-    if splits.skipped_long:
-        log(f"leaving out {len(splits.skipped_long)} rows longer than --max-seq-length {settings.max_seq_length} (--skip-long)")
+    iters = settings.iters or max(1, round(settings.epochs * (len(splits.train) // settings.batch_size)))
+    return Plan(settings, files, splits, model_path, settings.layers or min(16, n_layers), iters)
+
+
+def data_hashes(plan: Plan) -> dict:
+    hashes = {}
+    for split, path in (("train", plan.files.train), ("valid", plan.files.valid)):
+        if path is not None:
+            hashes[split] = {"path": str(path), "sha256": finetune_data.sha256_file(path),
+                             "format": plan.splits.formats[str(path)]}
+    return hashes
+
+
+def write_run_files(out: Path, plan: Plan, previous: dict | None, argv: list[str], start: int,
+                    hashes: dict, fingerprint: str) -> None:
+    import mlx.core as mx
+    import mlx_lm
+
+    s = plan.settings
+    adapter_config = {
+        "fine_tune_type": s.type,
+        "num_layers": plan.num_layers,
+        "lora_parameters": {"rank": s.rank, "scale": LORA_SCALE, "dropout": 0.0},
+        "model": str(plan.model_path),
+        "base_model": s.model,
+        "batch_size": s.batch_size,
+        "iters": plan.iters,
+        "learning_rate": s.lr,
+        "max_seq_length": s.max_seq_length,
+        "mask_prompt": True,
+        "seed": s.seed,
+    }
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest = {
+        "z1mlx_version": __version__,
+        "mlx_version": mx.__version__,
+        "mlx_lm_version": mlx_lm.__version__,
+        "python": sys.version.split()[0],
+        "created": (previous or {}).get("created", now),
+        "settings": asdict(s),
+        "iters": plan.iters,
+        "num_layers": plan.num_layers,
+        "base_model": {"spec": s.model, "path": str(plan.model_path), "fingerprint": fingerprint},
+        "data": {**hashes, "valid_source": plan.splits.valid_source,
+                 "rows": {"train": len(plan.splits.train), "valid": len(plan.splits.valid)},
+                 "skipped_long": len(plan.splits.skipped_long)},
+        "runs": (previous or {}).get("runs", []) + [{"started": now, "argv": argv, "start_iteration": start}],
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out / ADAPTER_CONFIG, json.dumps(adapter_config, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.resume and args.out is None:
+        raise Z1Error("--resume needs --out DIR, the run to continue")
+    out = args.out.expanduser().absolute() if args.out else None
+    previous = read_manifest(out) if args.resume else None
+    settings = resolve_settings(args, previous)
+    plan = plan_run(settings)
+    if plan.splits.skipped_long:
+        log(f"leaving out {len(plan.splits.skipped_long)} rows longer than --max-seq-length {settings.max_seq_length} (--skip-long)")
     if args.dry_run:
-        _print_dry_run(settings, files, splits, iters)
+        _print_dry_run(settings, plan.splits, plan.iters)
         return 0
 
-    # 3. The output directory: fresh, or the run being resumed.
-    hashes = {"train": {"path": str(files.train), "sha256": finetune_data.sha256_file(files.train),
-                        "format": splits.formats[str(files.train)]}}
-    if files.valid:
-        hashes["valid"] = {"path": str(files.valid), "sha256": finetune_data.sha256_file(files.valid),
-                           "format": splits.formats[str(files.valid)]}
-    fingerprint = model_fingerprint(model_path)
+    # The output directory: a fresh one, or the run being resumed (same data, same base).
+    hashes, fingerprint = data_hashes(plan), model_fingerprint(plan.model_path)
     start, checkpoint = 0, None
     if previous is not None:
-        check_resume(previous, out, hashes, fingerprint, model_path)
+        check_resume(previous, out, hashes, fingerprint, plan.model_path)
         checkpoint = latest_checkpoint(out)
         start = int(checkpoint.name) if checkpoint else 0
-        if start >= iters and args.fuse is None:
+        if start >= plan.iters and args.fuse is None:
             raise Z1Error(f"{out} already finished {start} iterations; pass --iters N (more than {start}) to train further")
     else:
         out = out or _default_out(settings)
@@ -602,54 +665,18 @@ def main(argv: list[str] | None = None) -> int:
             raise Z1Error(f"--fuse {fuse_name!r}: a store name has no '/' and does not start with '.'")
         if (locations.models_dir() / fuse_name).exists():
             raise Z1Error(f"a model named {fuse_name!r} is already in the store; choose another --fuse NAME")
-
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise Z1Error(describe_os_error(err, out))
     log(f"output: {out}")
-    import mlx.core as mx
-    import mlx_lm
-
-    adapter_config = {
-        "fine_tune_type": settings.type,
-        "num_layers": num_layers,
-        "lora_parameters": {"rank": settings.rank, "scale": LORA_SCALE, "dropout": 0.0},
-        "model": str(model_path),
-        "base_model": settings.model,
-        "batch_size": settings.batch_size,
-        "iters": iters,
-        "learning_rate": settings.lr,
-        "max_seq_length": settings.max_seq_length,
-        "mask_prompt": True,
-        "seed": settings.seed,
-    }
-    runs = (previous or {}).get("runs", []) + [
-        {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": argv, "start_iteration": start}
-    ]
-    manifest = {
-        "z1mlx_version": __version__,
-        "mlx_version": mx.__version__,
-        "mlx_lm_version": mlx_lm.__version__,
-        "python": sys.version.split()[0],
-        "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-        "settings": asdict(settings),
-        "iters": iters,
-        "num_layers": num_layers,
-        "base_model": {"spec": settings.model, "path": str(model_path), "fingerprint": fingerprint},
-        "data": {**hashes, "valid_source": splits.valid_source,
-                 "rows": {"train": len(splits.train), "valid": len(splits.valid)},
-                 "skipped_long": len(splits.skipped_long)},
-        "runs": runs,
-    }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    atomic_write_text(out / ADAPTER_CONFIG, json.dumps(adapter_config, indent=2) + "\n")
+    write_run_files(out, plan, previous, argv, start, hashes, fingerprint)
     truncate_metrics(out, start)
 
-    if start < iters:
+    if start < plan.iters:
         if start:
-            log(f"resuming at iteration {start} of {iters} from {checkpoint}")
-        outcome = _train(settings, out, model_path, splits, iters, num_layers, start, checkpoint)
+            log(f"resuming at iteration {start} of {plan.iters} from {checkpoint}")
+        outcome = _train(plan, out, start, checkpoint)
         if outcome.status == "interrupted":
             saved = outcome.event.get("checkpoint")
             log(f"interrupted at iteration {outcome.iteration}" + (f"; adapter saved in {saved}" if saved else ""))
@@ -659,39 +686,40 @@ def main(argv: list[str] | None = None) -> int:
             hint = f"; resume with: {resume_command(argv, out)}" if latest_checkpoint(out) else ""
             raise Z1Error(f"training failed: {outcome.event.get('message')} (details in {out / LOG}){hint}", exit_code=1)
         event = outcome.event
-        log(f"done: {iters} iterations in {_eta(event.get('seconds'))}, final val_loss {_fmt(event.get('val_loss'), '.3f')}, "
-            f"peak memory {_fmt(event.get('peak_memory_gb'), '.2f')} GB")
+        log(f"done: {plan.iters} iterations in {_eta(event.get('seconds'))}, "
+            f"final val_loss {_fmt(event.get('val_loss'), '.3f')}, peak memory {_fmt(event.get('peak_memory_gb'), '.2f')} GB")
     log(f"adapter: {out}  (z1 chat --adapter {shlex.quote(str(out))})")
     if fuse_name:
         log(f"fusing into the store as {fuse_name} ...")
-        fused = fuse_adapter(model_path, out, fuse_name, settings.model)
+        fused = fuse_adapter(plan.model_path, out, fuse_name, settings.model)
         log(f"fused model: {fused}  (z1 chat --model {fuse_name})")
     print(out)
     return 0
 
 
-def _train(settings, out, model_path, splits, iters, num_layers, start, checkpoint) -> Outcome:
+def _train(plan: Plan, out: Path, start: int, checkpoint: Path | None) -> Outcome:
     import numpy as np
 
+    s = plan.settings
     with tempfile.TemporaryDirectory(prefix="z1-finetune-") as scratch:
         tokens = Path(scratch) / "tokens.npz"
         packed = {}
-        for name, rows in (("train", splits.train), ("valid", splits.valid)):
+        for name, rows in (("train", plan.splits.train), ("valid", plan.splits.valid)):
             packed.update({f"{name}_{k}": v for k, v in finetune_data.pack(rows).items()})
         np.savez(tokens, **packed)
         job = Job(
-            model=str(model_path), out=str(out), tokens=str(tokens), scratch=scratch,
-            fine_tune_type=settings.type, num_layers=num_layers,
-            lora_parameters={"rank": settings.rank, "scale": LORA_SCALE, "dropout": 0.0},
-            batch_size=settings.batch_size, learning_rate=settings.lr, warmup=min(100, iters // 20),
-            iters=iters, start_iteration=start, resume_checkpoint=str(checkpoint) if checkpoint else None,
-            save_every=settings.save_every, eval_every=settings.eval_every, report_every=settings.report_every,
-            val_batches=settings.val_batches, max_seq_length=settings.max_seq_length,
-            grad_checkpoint=settings.grad_checkpoint, seed=settings.seed,
+            model=str(plan.model_path), out=str(out), tokens=str(tokens), scratch=scratch,
+            fine_tune_type=s.type, num_layers=plan.num_layers,
+            lora_parameters={"rank": s.rank, "scale": LORA_SCALE, "dropout": 0.0},
+            batch_size=s.batch_size, learning_rate=s.lr, warmup=min(100, plan.iters // 20),
+            iters=plan.iters, start_iteration=start, resume_checkpoint=str(checkpoint) if checkpoint else None,
+            save_every=s.save_every, eval_every=s.eval_every, report_every=s.report_every,
+            val_batches=s.val_batches, max_seq_length=s.max_seq_length,
+            grad_checkpoint=s.grad_checkpoint, seed=s.seed,
         )
         job_path = Path(scratch) / "job.json"
         job.write(job_path)
-        with Progress(iters, start, rich=sys.stderr.isatty()) as progress:
+        with Progress(plan.iters, start, rich=sys.stderr.isatty()) as progress:
             return run_worker(job_path, out, progress)
 
 
