@@ -243,6 +243,16 @@ def test_dry_run_prints_statistics_and_writes_nothing(data, tiny_model, tmp_path
     assert "iterations: 10 at batch size 4 (2 epochs)" in stdout
 
 
+def test_dry_run_with_a_data_directory(data, tiny_model, tmp_path, capsys):
+    directory = tmp_path / "data"
+    directory.mkdir()
+    (directory / "train.jsonl").write_text(data.read_text())
+    (directory / "valid.jsonl").write_text("".join(data.read_text().splitlines(keepends=True)[:4]))
+    code, stdout, _ = run_cli(["--data", str(directory), "--model", str(tiny_model), "--batch-size", "4", "--dry-run"], capsys)
+    assert code == 0
+    assert "validation: the --valid file" in stdout and "train: 24 rows" in stdout and "valid: 4 rows" in stdout
+
+
 def test_worker_crash_is_reported_with_its_cause(data, tiny_model, tmp_path, capsys):
     import shutil
 

@@ -12,11 +12,12 @@ checkpoint, done, interrupted, error.
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CHECKPOINTS = "checkpoints"
@@ -59,7 +60,7 @@ class Job:
         return cls(**json.loads(Path(path).read_text()))
 
     def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.__dict__, indent=2))
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
 
 
 class Events:
@@ -203,16 +204,10 @@ class Run:
         for older in checkpoint_dirs(self.out)[:-1]:
             (older / OPTIMIZER).unlink(missing_ok=True)
         for stale in root.glob(".partial-*"):
-            _remove_tree(stale)
+            shutil.rmtree(stale, ignore_errors=True)
         self.saved = iteration
         self.events.emit("checkpoint", iteration=iteration, path=str(final))
         return final
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def batches(run: Run):
