@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import __version__, locations
+from ..cliutil import ArgumentParser
 from ..errors import Z1Error
 from ..fsutil import describe_os_error, dir_size, partial_dir_for, publish_dir, sweep_partials
 from .source import DEFAULT_SOURCE, Checkpoint, locate
@@ -166,8 +167,8 @@ def convert_checkpoint(
     return manifest
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="z1 convert",
         description="Convert a Hugging Face checkpoint to MLX weights (4-bit by default) in the model store.",
         epilog=EXAMPLES,

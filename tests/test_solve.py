@@ -10,7 +10,7 @@ import time
 import pytest
 
 from helpers import one_line_error, z1
-from z1mlx.engine import Done, Engine
+from z1mlx.engine import Done
 from z1mlx.prompts import solve_messages
 from z1mlx.window import HINT, ShiftedWindow
 

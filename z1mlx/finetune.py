@@ -8,7 +8,6 @@ crash there is reported here with its cause and Ctrl+C can stop it between two s
 
 import argparse
 import json
-import math
 import os
 import shlex
 import signal
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import __version__, finetune_data, locations
+from .cliutil import ArgumentParser, positive_float, positive_int
 from .errors import Z1Error
 from .fsutil import atomic_write_text, describe_os_error, dir_size, partial_dir_for, publish_dir, sweep_partials
 from .finetune_worker import ADAPTER_CONFIG, METRICS, Job, latest_checkpoint
@@ -115,34 +115,8 @@ def default_lr(fine_tune_type: str) -> float:
     return 1e-5 if fine_tune_type == "full" else 1e-4
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog="z1 finetune",
         description="Fine-tune Z1 on your own JSONL data with mlx-lm's LoRA trainer (DoRA and full also).",
         epilog=EXAMPLES,
@@ -155,20 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output directory (default: a new one under z1's data directory, printed)")
     p.add_argument("--type", choices=("lora", "dora", "full"), help="what to train (default lora)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=_positive_int, help="training steps")
-    length.add_argument("--epochs", type=_positive_float, help="passes over the training rows (default 2)")
-    p.add_argument("--batch-size", type=_positive_int, help="rows per step (default 1)")
-    p.add_argument("--lr", type=_positive_float, help="peak learning rate (default 1e-4; 1e-5 for full)")
-    p.add_argument("--rank", type=_positive_int, help="LoRA/DoRA rank (default 8)")
-    p.add_argument("--layers", type=_positive_int, help="train the last N transformer layers (default 16, or all if fewer)")
-    p.add_argument("--max-seq-length", type=_positive_int, help="longest row in tokens (default 2048)")
+    length.add_argument("--iters", type=positive_int, help="training steps")
+    length.add_argument("--epochs", type=positive_float, help="passes over the training rows (default 2)")
+    p.add_argument("--batch-size", type=positive_int, help="rows per step (default 1)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-4; 1e-5 for full)")
+    p.add_argument("--rank", type=positive_int, help="LoRA/DoRA rank (default 8)")
+    p.add_argument("--layers", type=positive_int, help="train the last N transformer layers (default 16, or all if fewer)")
+    p.add_argument("--max-seq-length", type=positive_int, help="longest row in tokens (default 2048)")
     p.add_argument("--skip-long", action="store_true", default=None, help="leave out rows longer than --max-seq-length instead of stopping")
     p.add_argument("--keep-think-tags", action="store_true", default=None, help="keep <think>/</think> tags in replies")
     p.add_argument("--grad-checkpoint", action=argparse.BooleanOptionalAction, help="recompute activations to save memory (default on)")
-    p.add_argument("--save-every", type=_positive_int, help="checkpoint every N steps (default 100)")
-    p.add_argument("--eval-every", type=_positive_int, help="validation loss every N steps (default 200)")
+    p.add_argument("--save-every", type=positive_int, help="checkpoint every N steps (default 100)")
+    p.add_argument("--eval-every", type=positive_int, help="validation loss every N steps (default 200)")
     p.add_argument("--val-batches", type=int, help="batches per validation, -1 for all (default 25)")
-    p.add_argument("--report-every", type=_positive_int, help="one progress report every N steps (default 10)")
+    p.add_argument("--report-every", type=positive_int, help="one progress report every N steps (default 10)")
     p.add_argument("--seed", type=int, help="seed for the hold-out, data order and adapter init (default 0)")
     p.add_argument("--resume", action="store_true", help="continue --out DIR from its latest checkpoint")
     p.add_argument("--fuse", nargs="?", const="", metavar="NAME",

@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from . import locations, store
+from .cliutil import ArgumentParser
 
 EXAMPLES = """\
 examples:
@@ -34,8 +35,8 @@ def table_rows() -> list[list[str]]:
     return rows
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="z1 models", description="List, locate and remove models in the z1 store.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
