@@ -1,7 +1,9 @@
 """argparse with one-line errors, and the value types every command shares."""
 
 import argparse
+import signal
 import sys
+from contextlib import contextmanager
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -49,3 +51,26 @@ def add_window_args(parser: argparse.ArgumentParser, budget: int = 2048, answer_
                         help=f"thinking budget in tokens; 0 answers at once (default {budget})")
     parser.add_argument("--answer-tokens", type=positive_int, default=answer_tokens,
                         help=f"cap on the answer after the window shifts (default {answer_tokens})")
+
+
+@contextmanager
+def cancel_on_interrupt(control):
+    """First Ctrl+C stops generation cleanly (stats still print); a second one aborts."""
+    if not hasattr(signal, "SIGINT"):
+        yield
+        return
+
+    def handler(signum, frame):
+        if control.cancelled:
+            raise KeyboardInterrupt
+        control.cancel()
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

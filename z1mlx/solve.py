@@ -5,14 +5,12 @@ Reasoning streams to stderr, the answer to stdout, so `z1 solve p.py > answer.md
 
 import ast
 import json
-import signal
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .answer import extract_code, reasoning_and_answer
-from .cliutil import ArgumentParser, add_model_args, add_window_args
+from .cliutil import ArgumentParser, add_model_args, add_window_args, cancel_on_interrupt
 from .errors import Z1Error
 from .fsutil import atomic_write_text
 from .prompts import solve_messages
@@ -82,29 +80,6 @@ def _is_python(text: str) -> bool:
     except (SyntaxError, ValueError):
         return False
     return any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Assert, ast.Import)) for n in tree.body)
-
-
-@contextmanager
-def cancel_on_interrupt(control: WindowControl):
-    """First Ctrl+C stops generation cleanly (stats still print); a second one aborts."""
-    if not hasattr(signal, "SIGINT"):
-        yield
-        return
-
-    def handler(signum, frame):
-        if control.cancelled:
-            raise KeyboardInterrupt
-        control.cancel()
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class Streamer:
