@@ -5,7 +5,6 @@ or answering mid-reply needs replies that keep going, so `endless_engine` is the
 tiny random Qwen2 with a zero end-of-turn row: it never ends on its own.
 """
 
-import asyncio
 import threading
 import time
 from pathlib import Path
@@ -105,7 +104,3 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-def run_async(coroutine):
-    return asyncio.run(coroutine)

@@ -79,3 +79,30 @@ def test_labels():
     assert shift_mark("budget", 0, HINT).startswith("── answer at once (budget 0)")
     assert status_text("m", "idle") == "m · idle · – tok/s · ttft – · peak –"
     assert status_text("m", "thinking", 12.34, 0.5, 1.234) == "m · thinking · 12.3 tok/s · ttft 0.50s · peak 1.23 GB"
+
+
+def test_the_tui_never_imports_mlx_and_the_engine_never_imports_textual_or_rich():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import z1mlx.engine, z1mlx.conversation; "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')], 'engine pulled in a UI'; "
+        "import z1mlx.tui.app, z1mlx.chat; "
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'mlx' or m.startswith('mlx_lm')], 'tui pulled in mlx'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_redraw_pacer_keeps_the_ui_under_its_share():
+    from z1mlx.tui.stream import RedrawPacer
+
+    cpu = [0.0]
+    pacer = RedrawPacer(min_interval=0.05, share=0.05, max_interval=0.5, cpu_clock=lambda: cpu[0])
+    cpu[0] += 0.001  # a cheap frame: redraw at the fastest rate
+    assert pacer.next_delay() == 0.05
+    cpu[0] += 0.010  # 10 ms of drawing: wait 200 ms, so drawing is 5% of the time
+    assert abs(pacer.next_delay() - 0.2) < 1e-9
+    cpu[0] += 1.0  # a pathological frame: still redraw twice a second
+    assert pacer.next_delay() == 0.5

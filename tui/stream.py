@@ -127,6 +127,30 @@ class ReplyStream:
             )
 
 
+class RedrawPacer:
+    """Spaces a streaming reply's redraws so the UI thread takes at most `share` of the time.
+
+    The UI thread's CPU time since the last redraw (the redraw itself and the rendering
+    it caused) divided by `share` is the wait before the next one. Rendering holds the
+    GIL, so this bounds what the screen can take from decoding, whatever the terminal's
+    size or the reply's length: cheap frames come often, expensive ones less so.
+    Call `next_delay` from the UI thread only.
+    """
+
+    def __init__(self, min_interval: float, share: float = 0.05, max_interval: float = 0.5,
+                 cpu_clock: Callable[[], float] = time.thread_time):
+        self.min_interval = min_interval
+        self.max_interval = max(max_interval, min_interval)
+        self.share = share
+        self._cpu_clock = cpu_clock
+        self._last = cpu_clock()
+
+    def next_delay(self) -> float:
+        now = self._cpu_clock()
+        spent, self._last = now - self._last, now
+        return min(self.max_interval, max(self.min_interval, spent / self.share))
+
+
 SEPARATOR = " · "
 
 

@@ -81,6 +81,11 @@ class Conversation:
         if self._cache is not None:
             self._cache.reset()
 
+    def forget_cache(self) -> None:
+        """Drop the KV cache: the next turn prefills the whole conversation (a baseline to measure against)."""
+        if self._cache is not None:
+            self._cache.reset()
+
     def resume(self, conversation_id: int) -> StoredConversation:
         if self.history is None:
             raise Z1Error("no chat history to resume from")
