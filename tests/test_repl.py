@@ -13,7 +13,7 @@ import time
 import pytest
 from rich.console import Console
 
-from test_chat_fixtures import endless_engine, endless_model, home  # noqa: F401 (fixtures)
+from test_chat_fixtures import endless_model, home  # noqa: F401 (fixtures)
 from z1mlx import locations
 from z1mlx.conversation import Conversation
 from z1mlx.errors import Z1Error

@@ -3,6 +3,7 @@
 Fakes only at the edges: the clipboard, and a loader that waits for the test.
 """
 
+import re
 import threading
 
 import pytest
@@ -377,10 +378,11 @@ async def test_help_lists_the_keys(engine, home):
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         text = app.screen.text
-        for key, action in [("Esc", "Stop"), ("Ctrl+S", "Answer now"), ("Ctrl+R", "Regenerate"),
-                            ("Ctrl+T", "Reasoning"), ("Ctrl+L", "Copy code"), ("Ctrl+N", "New chat"),
-                            ("Ctrl+O", "History"), ("F1", "Help"), ("Ctrl+Q", "Quit")]:
-            assert f"| {key} | {action} |" in text
+        for key, action in [("Esc", "stop"), ("Ctrl+S", "answer now"), ("Ctrl+R", "regenerate"),
+                            ("Ctrl+T", "reasoning"), ("Ctrl+L", "copy code"), ("Ctrl+N", "new chat"),
+                            ("Ctrl+O", "history"), ("F1", "help"), ("Ctrl+Q", "quit"), ("Ctrl+B", "budget slider"),
+                            ("Enter", "send")]:
+            assert re.search(rf"^{re.escape(key)} +{action}$", text, re.MULTILINE), key
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
 

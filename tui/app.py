@@ -374,13 +374,14 @@ def key_label(key: str) -> str:
 
 
 def help_text(app: App) -> str:
-    rows = [("Enter", "send"), ("Shift+Enter, Ctrl+J", "new line"), ("Tab", "move between the message box and the slider"),
-            ("←/→, PgUp/PgDn, Home/End", "move the focused budget slider (or click and drag it)")]
-    rows += [(key_label(b.key), b.description) for b in app.BINDINGS]
-    table = "\n".join(f"| {key} | {what} |" for key, what in rows)
+    rows = [("Enter", "send"), ("Shift+Enter, Ctrl+J", "new line"), ("Tab", "message box <-> budget slider"),
+            ("←/→ PgUp/PgDn Home/End", "move the slider (or drag it)")]
+    rows += [(key_label(b.key), b.description.lower()) for b in app.BINDINGS]
+    width = max(len(key) for key, _ in rows) + 3
+    keys = "\n".join(f"{key:<{width}}{what}" for key, what in rows)
     return (
-        "# z1 chat keys\n\n| key | action |\n|---|---|\n" + table + "\n\n"
+        f"z1 chat keys\n\n{keys}\n\n"
         "The budget caps how many tokens Z1 thinks before it is told to answer; 0 answers at once. "
-        "Moving it while Z1 thinks changes the current reply: below what was already spent, it answers now.\n\n"
-        "Esc closes this help."
+        "Moving it while Z1 thinks changes the current reply: below what was already spent, it answers now. "
+        "Click a reply's \"thought\" line to open its reasoning.\n\nEsc closes this help."
     )

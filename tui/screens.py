@@ -4,9 +4,10 @@ import time
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Markdown, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 
@@ -47,8 +48,8 @@ class HelpScreen(ModalScreen[None]):
         self.text = text
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-dialog", classes="dialog"):
-            yield Markdown(self.text)
+        with VerticalScroll(id="help-dialog", classes="dialog"):
+            yield Static(Content(self.text))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -6,10 +6,8 @@ as Markdown. The conversation logic, cache reuse and storage are `Conversation`'
 in the TUI. When standard input is not a terminal, messages are read one per line.
 """
 
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -18,6 +16,7 @@ from rich.markdown import Markdown
 from rich.text import Text
 
 from . import locations
+from .cliutil import cancel_on_interrupt
 from .conversation import Conversation, describe_shift
 from .engine import Done, Shift, TextDelta
 from .errors import Z1Error
@@ -110,26 +109,6 @@ class LineReader:
         if not line:
             raise EOFError
         return line.rstrip("\n")
-
-
-@contextmanager
-def interrupts_cancel(control: WindowControl):
-    """Ctrl+C stops the reply; a second Ctrl+C (while it winds down) leaves."""
-
-    def handler(signum, frame):
-        if control.cancelled:
-            raise KeyboardInterrupt
-        control.cancel()
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: Ctrl+C keeps its default meaning
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class Repl:
@@ -242,7 +221,7 @@ class Repl:
         before = self.conversation.turns[-1].thinking_tokens if text is None else 0
         events = start(text, control) if text is not None else start(control)
         answer, live, last_draw, result = "", None, 0.0, None
-        with interrupts_cancel(control):
+        with cancel_on_interrupt(control):  # a second Ctrl+C while it winds down leaves
             try:
                 for event in events:
                     if isinstance(event, TextDelta) and event.phase == "thinking":
