@@ -5,6 +5,7 @@ Fakes only at the edges: the clipboard, and a loader that waits for the test.
 
 import re
 import threading
+import time
 
 import pytest
 
@@ -401,3 +402,15 @@ async def test_quit_during_a_reply_stops_it(endless_engine, home):
 def test_needs_an_engine_or_a_loader():
     with pytest.raises(ValueError):
         ChatApp()
+
+
+async def test_quit_while_loading_does_not_wait_for_the_load(engine, home):
+    release = threading.Event()
+    app = ChatApp(loader=lambda: (release.wait(30), engine)[1], history=History(home / "h.sqlite3"))
+    started = time.monotonic()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("ctrl+q")
+        assert time.monotonic() - started < 10
+    finally:
+        release.set()

@@ -7,7 +7,9 @@ times a second, paced so drawing takes at most 5% of the time (`RedrawPacer`): d
 never waits for the screen.
 """
 
+import threading
 import time
+from concurrent.futures import CancelledError
 from functools import partial
 from typing import Callable
 
@@ -91,6 +93,7 @@ class ChatApp(App):
         self._active: AssistantMessage | None = None
         self._save_timer = None
         self._pacer: RedrawPacer | None = None
+        self._closing = False
         self._status = {"phase": "loading", "tps": None, "ttft": None, "peak": None}
 
     # Layout
@@ -120,7 +123,8 @@ class ChatApp(App):
         else:
             self._started_loading = time.monotonic()
             self.set_interval(0.5, self._loading_tick, name="loading")
-            self.run_worker(self._load, thread=True, group="load", exit_on_error=False)
+            # A daemon thread, not a worker: quitting mid-load must not wait for the load.
+            threading.Thread(target=self._load, name="z1-load", daemon=True).start()
         self._draw_status()
 
     # Loading
@@ -129,11 +133,19 @@ class ChatApp(App):
         try:
             engine = self.loader()
         except Z1Error as err:
-            self.call_from_thread(self._load_failed, str(err))
+            self._from_thread(self._load_failed, str(err))
         except Exception as err:  # the message is all a user can act on
-            self.call_from_thread(self._load_failed, f"{type(err).__name__}: {err}")
+            self._from_thread(self._load_failed, f"{type(err).__name__}: {err}")
         else:
-            self.call_from_thread(self._engine_ready, engine)
+            self._from_thread(self._engine_ready, engine)
+
+    def _from_thread(self, callback, *args) -> None:
+        if self._closing:  # the app quit while the model was loading
+            return
+        try:
+            self.call_from_thread(callback, *args)
+        except (RuntimeError, CancelledError):  # the app quit while the model was loading
+            pass
 
     def _loading_tick(self) -> None:
         if self.engine is None:
@@ -362,6 +374,7 @@ class ChatApp(App):
         self.settings = remember(budget=self._budget())
 
     def on_unmount(self) -> None:
+        self._closing = True
         self.action_stop()  # the worker thread ends at its next token
         if self._save_timer is not None:
             self._save_budget()
