@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cliutil import ArgumentParser, add_model_args, non_negative_int, positive_int
+from .cliutil import ArgumentParser, add_backend_args, add_model_args, load_engine, non_negative_int, positive_int
 from .errors import Z1Error
 from .window import MAX_BUDGET
 
@@ -72,6 +72,7 @@ def build_parser() -> ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(parser)
+    add_backend_args(parser)
     parser.add_argument("--budget", type=budget_arg, default=None,
                         help="thinking budget in tokens, 0 answers at once (default: the last one used, else 2048)")
     parser.add_argument("--answer-tokens", type=positive_int, default=None,
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return export(history, args.export, args.out)
     resume = resolve_resume(history, args.resume)
 
-    from .engine import Engine, Sampling
+    from .engine import Sampling
 
     settings = load_settings()
     budget = settings.budget if args.budget is None else args.budget
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         from .conversation import Conversation
         from .repl import run_repl
 
-        engine = Engine.load(args.model, adapter=args.adapter)
+        engine = load_engine(args)
         conversation = Conversation(engine, history, system=args.system, answer_tokens=answer_tokens, sampling=sampling)
         if resume is not None:
             conversation.resume(resume)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     from .tui.app import ChatApp  # deferred: Textual is only needed here
 
     app = ChatApp(
-        loader=lambda: Engine.load(args.model, adapter=args.adapter), model_label=args.model or "z1-7b",
+        loader=lambda: load_engine(args), model_label=args.model or "z1-7b",
         history=history, budget=budget, answer_tokens=answer_tokens, sampling=sampling, system=args.system,
         resume=resume,
     )

@@ -1,9 +1,12 @@
 """argparse with one-line errors, and the value types every command shares."""
 
 import argparse
+import os
 import signal
 import sys
 from contextlib import contextmanager
+
+from .errors import Z1Error
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -44,6 +47,31 @@ def positive_float(text: str) -> float:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="z1-7b (default), demo, a directory, a store name or a hub id")
     parser.add_argument("--adapter", default=None, help="a LoRA adapter directory from `z1 finetune`")
+
+
+BACKEND_KEY_ENV = "Z1MLX_API_KEY"
+
+
+def add_backend_args(parser: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
+    parser.add_argument("--backend", default=None, metavar="URL",
+                        help="run the window on an OpenAI-compatible server (vLLM, SGLang, llama.cpp, mlx_lm.server); "
+                        "--model then names the local tokenizer")
+    parser.add_argument(key_flag, dest="backend_api_key", default=None,
+                        help=f"bearer token for --backend (or ${BACKEND_KEY_ENV})")
+
+
+def load_engine(args):
+    """The engine a command asked for: local (`--model`, `--adapter`) or remote (`--backend`)."""
+    if getattr(args, "backend", None):
+        if args.adapter:
+            raise Z1Error("--adapter cannot be used with --backend: load the adapter in the remote engine")
+        from .remote import RemoteEngine
+
+        key = args.backend_api_key or os.environ.get(BACKEND_KEY_ENV) or None
+        return RemoteEngine.connect(args.backend, model=args.model, api_key=key)
+    from .engine import Engine
+
+    return Engine.load(args.model, adapter=args.adapter)
 
 
 def add_window_args(parser: argparse.ArgumentParser, budget: int = 2048, answer_tokens: int = 1024) -> None:

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from .cliutil import ArgumentParser, add_model_args, add_window_args, positive_int
+from .cliutil import ArgumentParser, add_backend_args, add_model_args, add_window_args, load_engine, positive_int
 from .engine import Sampling
 from .errors import Z1Error
 from .openai_api import (
@@ -40,7 +40,6 @@ from .openai_api import (
 from .window import ShiftedWindow, WindowControl
 
 API_KEY_ENV = "Z1MLX_SERVE_API_KEY"
-BACKEND_KEY_ENV = "Z1MLX_API_KEY"  # the key for --backend, as in `z1 solve --backend`
 MAX_BODY_BYTES = 4 * 1024 * 1024
 DRAIN_BYTES = 64 * 1024 * 1024  # read (and drop) up to this much of an oversize body, so the 413 arrives cleanly
 DEFAULT_CONTEXT = 32768
@@ -454,10 +453,7 @@ def build_parser() -> ArgumentParser:
                         help="refuse longer prompts with 400 (default: the model's context length)")
     parser.add_argument("--no-prompt-cache", action="store_true",
                         help="a fresh KV cache per request instead of reusing the previous request's common prefix")
-    parser.add_argument("--backend", default=None, metavar="URL",
-                        help="run the window on an OpenAI-compatible engine (vLLM, SGLang, llama.cpp, mlx_lm.server) "
-                        "instead of in this process; --model then names the tokenizer")
-    parser.add_argument("--backend-api-key", default=None, help=f"bearer token for --backend (or ${BACKEND_KEY_ENV})")
+    add_backend_args(parser, key_flag="--backend-api-key")  # --api-key guards this server itself
     parser.add_argument("--parallel", type=positive_int, default=None,
                         help="requests sent to --backend at once (default 8; a local model runs one at a time)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
@@ -477,19 +473,12 @@ class _Uvicorn(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def load_engine(args):
+def engine_and_parallel(args):
     if args.backend:
-        if args.adapter:
-            raise Z1Error("--adapter cannot be used with --backend: load the adapter in the remote engine")
-        from .remote import RemoteEngine
-
-        key = args.backend_api_key or os.environ.get(BACKEND_KEY_ENV) or None
-        return RemoteEngine.connect(args.backend, model=args.model, api_key=key), args.parallel or 8
+        return load_engine(args), args.parallel or 8
     if args.parallel not in (None, 1):
         raise Z1Error("--parallel needs --backend: a local model generates one reply at a time")
-    from .engine import Engine
-
-    return Engine.load(args.model, adapter=args.adapter), 1
+    return load_engine(args), 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     sock = bind_socket(args.host, args.port)
     try:
-        engine, workers = load_engine(args)
+        engine, workers = engine_and_parallel(args)
     except BaseException:
         sock.close()
         raise

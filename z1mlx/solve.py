@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .answer import extract_code, reasoning_and_answer
-from .cliutil import ArgumentParser, add_model_args, add_window_args, cancel_on_interrupt
+from .cliutil import ArgumentParser, add_backend_args, add_model_args, add_window_args, cancel_on_interrupt, load_engine
 from .errors import Z1Error
 from .fsutil import atomic_write_text
 from .prompts import solve_messages
@@ -171,22 +171,8 @@ def build_parser() -> ArgumentParser:
     hint.add_argument("--boxed", action="store_true", help="the \\boxed{} variant of the hint, for math")
     parser.add_argument("--system", default=None, help="system prompt (default: the model's own)")
     parser.add_argument("--quiet", "-q", action="store_true", help="do not show the reasoning")
-    parser.add_argument("--backend", default=None, metavar="URL",
-                        help="run the window on an OpenAI-compatible server (vLLM, SGLang, llama.cpp, mlx_lm.server)")
-    parser.add_argument("--api-key", default=None, help="bearer token for --backend (or $Z1MLX_API_KEY)")
+    add_backend_args(parser)
     return parser
-
-
-def load_engine(args):
-    if args.backend:
-        import os
-
-        from .remote import RemoteEngine
-
-        return RemoteEngine.connect(args.backend, model=args.model, api_key=args.api_key or os.environ.get("Z1MLX_API_KEY"))
-    from .engine import Engine
-
-    return Engine.load(args.model, adapter=args.adapter)
 
 
 def main(argv: list[str] | None = None) -> int:
