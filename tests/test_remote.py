@@ -387,3 +387,19 @@ def test_z1_solve_and_z1_serve_with_backend(mlx_server, remote, tiny_model, tmp_
     message = reply["choices"][0]["message"]
     assert message["reasoning_content"] == direct.thinking_text and message["content"] == direct.answer_text
     assert reply["usage"]["completion_tokens_details"]["reasoning_tokens"] == 10
+
+
+def test_z1_chat_plain_with_backend(mlx_server, remote, tiny_model):
+    """The chat front ends take --backend too: the REPL's reply is the remote window's."""
+    from z1mlx.conversation import Conversation
+
+    conversation = Conversation(remote, None, answer_tokens=4)
+    direct = None
+    for event in conversation.send("Say hi.", WindowControl(6)):
+        direct = getattr(event, "result", direct)
+    proc = z1("chat", "--plain", "--model", tiny_model, "--backend", mlx_server, "--budget", 6,
+              "--answer-tokens", 4, input="Say hi.\n/quit\n")
+    assert proc.returncode == 0, proc.stderr
+    assert direct.window_hit and direct.thinking_tokens == 6 and direct.answer_tokens == 4
+    assert "thinking 6/6 · answer 4 · window hit" in proc.stdout
+    assert direct.thinking_text in proc.stdout
