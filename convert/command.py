@@ -3,7 +3,6 @@
 import argparse
 import contextlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -11,8 +10,7 @@ from pathlib import Path
 
 from .. import __version__, locations
 from ..cliutil import ArgumentParser
-from ..errors import Z1Error
-from ..fsutil import describe_os_error, dir_size, partial_dir_for, publish_dir, sweep_partials
+from ..fsutil import building_dir, dir_size
 from .source import DEFAULT_SOURCE, Checkpoint, locate
 
 MANIFEST = "z1mlx.json"
@@ -49,6 +47,12 @@ class Manifest:
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    def write_with_size(self, directory: Path) -> None:
+        """Write last, once the rest of the directory is complete, with its size on disk."""
+        self.write(directory)
+        self.size_bytes = dir_size(directory)
+        self.write(directory)
 
     @classmethod
     def read(cls, directory: Path) -> "Manifest | None":
@@ -107,17 +111,9 @@ def convert_checkpoint(
     from mlx_lm.utils import load_tokenizer
 
     out = Path(out).expanduser().absolute()
-    if out.exists() and not force:
-        raise Z1Error(f"{out} already exists (use --force to replace it)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise Z1Error(describe_os_error(err, out.parent))
-    sweep_partials(out.parent)
     dtype = resolve_dtype(dtype)
-    tmp = partial_dir_for(out)
     started = time.perf_counter()
-    try:
+    with building_dir(out, replace=force) as tmp:
         # mlx-lm reports on stdout; stdout is kept for results.
         with contextlib.redirect_stdout(sys.stderr):
             convert(
@@ -131,10 +127,9 @@ def convert_checkpoint(
         agreement = None
         if verify:
             log("[z1] checking next-token predictions against the source")
-            tokenizer = load_tokenizer(tmp)
             from .verify import top1_agreement
 
-            agreement = top1_agreement(checkpoint.path, tmp, tokenizer)
+            agreement = top1_agreement(checkpoint.path, tmp, load_tokenizer(tmp))
         manifest = Manifest(
             name=out.name,
             source=checkpoint.source,
@@ -149,16 +144,7 @@ def convert_checkpoint(
             random_weights=bool(checkpoint.config.get("z1mlx_demo", {}).get("random_weights")),
             mlx_lm_version=mlx_lm.__version__,
         )
-        manifest.write(tmp)
-        manifest.size_bytes = dir_size(tmp)
-        manifest.write(tmp)
-        publish_dir(tmp, out, replace=force)
-    except OSError as err:
-        raise Z1Error(describe_os_error(err, out))
-    finally:
-        # Interrupted or failed: nothing that looks like a model is left behind.
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        manifest.write_with_size(tmp)
     log(
         f"[z1] wrote {out}: {manifest.size_bytes / 1e6:.1f} MB, {manifest.bits_per_weight:.2f} bits/weight, "
         + (f"top-1 agreement {manifest.top1_agreement:.1%}, " if agreement is not None else "")

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__, finetune_data, locations
 from .cliutil import ArgumentParser, positive_float, positive_int
 from .errors import Z1Error
-from .fsutil import atomic_write_text, describe_os_error, dir_size, partial_dir_for, publish_dir, sweep_partials
+from .fsutil import atomic_write_text, building_dir, describe_os_error
 from .finetune_worker import ADAPTER_CONFIG, METRICS, Job, latest_checkpoint
 
 MANIFEST = "finetune.json"
@@ -426,19 +426,16 @@ def fuse_adapter(base: Path, adapter: Path, name: str, base_label: str) -> Path:
     out = locations.models_dir() / name
     if out.exists():
         raise Z1Error(f"a model named {name!r} is already in the store ({out}); choose another --fuse NAME")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sweep_partials(out.parent)
     model, tokenizer, config = load(str(base), adapter_path=str(adapter), return_config=True)
     fused = [(n, m.fuse(dequantize=False)) for n, m in model.named_modules() if hasattr(m, "fuse")]
     if fused:
         model.update_modules(tree_unflatten(fused))
-    tmp = partial_dir_for(out)
     base_manifest = Manifest.read(base)
     quant = config.get("quantization") or {}
-    try:
+    with building_dir(out) as tmp:
         with contextlib.redirect_stdout(sys.stderr):
             save(tmp, str(base), model, tokenizer, config, donate_model=False)
-        manifest = Manifest(
+        Manifest(
             name=name,
             source=f"{base_label} + {adapter}",
             revision=None,
@@ -452,17 +449,7 @@ def fuse_adapter(base: Path, adapter: Path, name: str, base_label: str) -> Path:
             random_weights=bool(base_manifest and base_manifest.random_weights),
             mlx_lm_version=mlx_lm.__version__,
             base_model=base_label,
-        )
-        manifest.size_bytes = dir_size(tmp)
-        manifest.write(tmp)
-        publish_dir(tmp, out, replace=False)
-    except OSError as err:
-        raise Z1Error(describe_os_error(err, out))
-    finally:
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        ).write_with_size(tmp)
     return out
 
 

@@ -93,3 +93,29 @@ def describe_os_error(err: OSError, path: Path) -> str:
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+@contextmanager
+def building_dir(out: Path, replace: bool = False):
+    """Build a directory beside `out` and rename it into place only if the block succeeds.
+
+    Interrupted or failed, nothing that looks like the result is left behind; a build
+    killed outright leaves a hidden partial directory that the next build sweeps away.
+    """
+    out = Path(out)
+    if out.exists() and not replace:
+        raise Z1Error(f"{out} already exists (use --force to replace it)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise Z1Error(describe_os_error(err, out.parent))
+    sweep_partials(out.parent)
+    tmp = partial_dir_for(out)
+    try:
+        yield tmp
+        publish_dir(tmp, out, replace=replace)
+    except OSError as err:
+        raise Z1Error(describe_os_error(err, out))
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
