@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cliutil import ArgumentParser, add_backend_args, add_model_args, load_engine, non_negative_int, positive_int
+from .cliutil import ArgumentParser, add_backend_args, add_model_args, load_engine, non_negative_float, non_negative_int, positive_int
 from .errors import Z1Error
 from .window import MAX_BUDGET
 
@@ -47,16 +47,6 @@ def budget_arg(text: str) -> int:
     return value
 
 
-def temperature_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
 def conversation_id(text: str) -> int:
     try:
         return int(text.lstrip("#"))
@@ -77,7 +67,7 @@ def build_parser() -> ArgumentParser:
                         help="thinking budget in tokens, 0 answers at once (default: the last one used, else 2048)")
     parser.add_argument("--answer-tokens", type=positive_int, default=None,
                         help="cap on the answer after the window shifts (default 1024)")
-    parser.add_argument("--temp", type=temperature_arg, default=0.0,
+    parser.add_argument("--temp", type=non_negative_float, default=0.0,
                         help="sampling temperature (default 0: greedy, as in the paper)")
     parser.add_argument("--system", default=None, help="system prompt (default: the model's own)")
     parser.add_argument("--plain", action="store_true", help="the plain REPL instead of the terminal UI")

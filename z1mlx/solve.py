@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .answer import extract_code, reasoning_and_answer
-from .cliutil import ArgumentParser, add_backend_args, add_model_args, add_window_args, cancel_on_interrupt, load_engine
+from .cliutil import ArgumentParser, add_backend_args, add_model_args, add_window_args, cancel_on_interrupt, load_engine, non_negative_float
 from .errors import Z1Error
 from .fsutil import atomic_write_text
 from .prompts import solve_messages
@@ -160,7 +160,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object with text, token ids and stats")
     parser.add_argument("--out", type=Path, help="write the final code block to this file (atomically)")
     parser.add_argument("--check", action="store_true", help="run the code against the problem's doctests/asserts in a sandbox")
-    parser.add_argument("--temp", type=float, default=0.0, help="sampling temperature (default 0: greedy, as in the paper)")
+    parser.add_argument("--temp", type=non_negative_float, default=0.0, help="sampling temperature (default 0: greedy, as in the paper)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1: off)")
     parser.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
     parser.add_argument("--min-p", type=float, default=0.0, help="min-p sampling (default 0: off)")
