@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import __version__, locations
 from ..cliutil import ArgumentParser
+from ..errors import Z1Error
 from ..fsutil import building_dir, dir_size
 from .source import DEFAULT_SOURCE, Checkpoint, locate
 
@@ -93,6 +94,19 @@ def _bits_per_weight(path: Path) -> float:
     return compute_bits_per_weight(model)
 
 
+@contextlib.contextmanager
+def damaged_checkpoint_errors(checkpoint: Checkpoint):
+    """mlx-lm fails in many ways on a damaged checkpoint (truncated weights, a config
+    missing fields); each becomes one line naming the directory."""
+    try:
+        yield
+    except (OSError, Z1Error, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        message = str(err).splitlines()[0] if str(err) else ""
+        raise Z1Error(f"{checkpoint.path}: cannot convert ({type(err).__name__}: {message})")
+
+
 def convert_checkpoint(
     checkpoint: Checkpoint,
     out: Path,
@@ -114,22 +128,23 @@ def convert_checkpoint(
     dtype = resolve_dtype(dtype)
     started = time.perf_counter()
     with building_dir(out, replace=force) as tmp:
-        # mlx-lm reports on stdout; stdout is kept for results.
-        with contextlib.redirect_stdout(sys.stderr):
-            convert(
-                str(checkpoint.path),
-                mlx_path=str(tmp),
-                quantize=quantize,
-                q_bits=q_bits if quantize else None,
-                q_group_size=q_group_size if quantize else None,
-                dtype=dtype,
-            )
         agreement = None
-        if verify:
-            log("[z1] checking next-token predictions against the source")
-            from .verify import top1_agreement
+        with damaged_checkpoint_errors(checkpoint):
+            # mlx-lm reports on stdout; stdout is kept for results.
+            with contextlib.redirect_stdout(sys.stderr):
+                convert(
+                    str(checkpoint.path),
+                    mlx_path=str(tmp),
+                    quantize=quantize,
+                    q_bits=q_bits if quantize else None,
+                    q_group_size=q_group_size if quantize else None,
+                    dtype=dtype,
+                )
+            if verify:
+                log("[z1] checking next-token predictions against the source")
+                from .verify import top1_agreement
 
-            agreement = top1_agreement(checkpoint.path, tmp, load_tokenizer(tmp))
+                agreement = top1_agreement(checkpoint.path, tmp, load_tokenizer(tmp))
         manifest = Manifest(
             name=out.name,
             source=checkpoint.source,

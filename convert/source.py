@@ -27,9 +27,14 @@ def read_config(path: Path) -> dict:
     if not config_path.is_file():
         raise Z1Error(f"{path}: no config.json; not a model checkpoint directory")
     try:
-        return json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise Z1Error(f"{config_path}: cannot read ({err.strerror})")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise Z1Error(f"{config_path}: not valid JSON ({err})")
+    if not isinstance(config, dict):
+        raise Z1Error(f"{config_path}: expected a JSON object")
+    return config
 
 
 def check_checkpoint(path: Path) -> dict:

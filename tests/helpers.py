@@ -18,7 +18,8 @@ def z1(*args, env=None, timeout=300, input=None):
 def one_line_error(proc) -> str:
     """The single stderr line of a failed command (asserting there is exactly one, no traceback)."""
     assert proc.returncode != 0, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    # Progress lines ("[INFO] Loading", "[z1] converting ...") may come before the error.
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(("[INFO]", "[z1]"))]
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1, proc.stderr
     return lines[0]

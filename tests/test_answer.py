@@ -34,3 +34,18 @@ def test_extract_prefers_python_over_other_languages():
 def test_extract_unclosed_fence_from_a_capped_answer():
     assert extract_code("Sure:\n```python\ndef g():\n    pass") == "def g():\n    pass\n"
     assert extract_code("no code here") is None
+
+
+def test_code_lines_are_never_headings():
+    text = ("Let me think about it.\n\nHere is the code:\n\n```python\ndef f(nums):\n    answer = []\n"
+            "    # Solution\n    for x in nums:\n        answer.append(x)\n    return answer\n```")
+    reasoning, answer = split_reply(text)
+    assert reasoning == "Let me think about it."
+    assert answer.startswith("Here is the code:") and "answer = []" in answer
+    assert extract_code(answer).startswith("def f(nums):")
+
+
+def test_heading_shapes():
+    assert split_reply("think\n\nAnswer: 5")[1] == "Answer: 5"
+    assert split_reply("think\nThe final answer is 5.")[1] == "The final answer is 5."
+    assert split_reply("hmm\nanswer = compute()\nok")[0] == ""

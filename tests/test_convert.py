@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,13 +116,22 @@ def bad_sources(tmp_path, tiny_checkpoint):
     other_arch.mkdir()
     (other_arch / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     (other_arch / "model.safetensors").write_bytes(b"")
-    return {"no_config": no_config, "no_weights": no_weights, "other_arch": other_arch}
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_checkpoint, truncated)
+    (truncated / "model.safetensors").write_bytes((tiny_checkpoint / "model.safetensors").read_bytes()[:1000])
+    not_object = tmp_path / "not-object"
+    shutil.copytree(tiny_checkpoint, not_object)
+    (not_object / "config.json").write_text("[1, 2]")
+    return {"no_config": no_config, "no_weights": no_weights, "other_arch": other_arch,
+            "truncated": truncated, "not_object": not_object}
 
 
 @pytest.mark.parametrize("case, expected", [
     ("no_config", "no config.json"),
     ("no_weights", "no .safetensors weights"),
     ("other_arch", "unsupported architecture 'gpt2'; supported: qwen2"),
+    ("truncated", "cannot convert (RuntimeError"),
+    ("not_object", "expected a JSON object"),
 ])
 def test_bad_source_directories(bad_sources, case, expected, tmp_path):
     line = one_line_error(z1("convert", bad_sources[case], "-o", tmp_path / "out"))

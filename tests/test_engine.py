@@ -189,3 +189,34 @@ def test_controls_from_another_thread(endless_model):
     result = results[-1].result
     assert result.window_hit and result.shift_reason == "answer_now"
     assert result.thinking_tokens >= 20 and result.answer_tokens == 8 and result.finish_reason == "length"
+
+
+def test_a_failing_step_resets_the_conversation_cache(tiny_model):
+    from z1mlx.engine import Engine
+
+    engine = Engine.load(str(tiny_model))
+    prompt = engine.chat_prompt([{"role": "user", "content": "Problem 3: add numbers 21"}])
+    conversation = engine.new_conversation_cache()
+    real_model = engine.model
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("device lost")
+        return real_model(*args, **kwargs)
+
+    engine.model = failing
+    with pytest.raises(RuntimeError):
+        list(engine.generate(prompt, ShiftedWindow(budget=20, answer_tokens=4), conversation=conversation))
+    engine.model = real_model
+    assert conversation.tokens == [] and conversation.cache[0].offset == 0
+    _, again = run(engine, prompt, ShiftedWindow(budget=20, answer_tokens=4), conversation=conversation)
+    _, fresh = run(engine, prompt, ShiftedWindow(budget=20, answer_tokens=4))
+    assert again.thinking_token_ids == fresh.thinking_token_ids
+
+
+@pytest.mark.parametrize("kwargs", [{"seed": -1}, {"repetition_penalty": -1.0}, {"repetition_penalty": float("nan")}])
+def test_sampling_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        Sampling(**kwargs)

@@ -129,6 +129,7 @@ BAD_ROWS = [
     ("z1", {"prompt": "q", "completion": "r"}, "mixed formats: this row is prompt/completion but the file is question/response (line 1)"),
     ("z1", {"answer": "r"}, "no known fields (has: answer"),
     ("z1", {"question": "q", "response": "<think></think>"}, "the reply is empty once <think> tags are removed"),
+    ("z1", '{"question": "\\ud800", "response": "r"}', "invalid unicode escape"),
 ]
 
 

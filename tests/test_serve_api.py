@@ -61,6 +61,7 @@ def test_sampling_fields():
     ({"thinking_budget": "12"}, "thinking_budget", "must be an integer"),
     ({"thinking_budget": 3, "max_thinking_tokens": 4}, "max_thinking_tokens", "disagree"),
     ({"reasoning_effort": "extreme"}, "reasoning_effort", "none, low, medium, high"),
+    ({"reasoning_effort": ["low"]}, "reasoning_effort", "none, low, medium, high"),
     ({"max_tokens": 0}, "max_tokens", "between 1"),
     ({"max_tokens": -3}, "max_tokens", "between 1"),
     ({"temperature": -0.1}, "temperature", "between 0"),

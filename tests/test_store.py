@@ -111,3 +111,39 @@ def test_unknown_model_and_file_instead_of_directory(tmp_path):
     some_file.write_text("x")
     with pytest.raises(Z1Error, match="not a model directory"):
         store.resolve_model(str(some_file))
+
+
+def test_atomic_write_keeps_usual_modes_and_reports_errors_in_one_line(tmp_path):
+    import os
+
+    from z1mlx.fsutil import atomic_write_text
+
+    new = tmp_path / "sub" / "solution.py"
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write_text(new, "x = 1\n")
+    finally:
+        os.umask(old_umask)
+    assert new.read_text() == "x = 1\n" and (new.stat().st_mode & 0o777) == 0o644
+    new.chmod(0o600)
+    atomic_write_text(new, "x = 2\n")
+    assert (new.stat().st_mode & 0o777) == 0o600 and not [p for p in new.parent.iterdir() if p.name.startswith(".")]
+    with pytest.raises(Z1Error, match="is a directory"):
+        atomic_write_text(tmp_path, "x")
+    with pytest.raises(Z1Error, match="cannot write|not writable"):
+        atomic_write_text(new / "under-a-file.py", "x")
+
+
+def test_damaged_demo_is_rebuilt(isolated_home):
+    demo = store.resolve_model("demo")
+    (demo / MANIFEST).unlink()
+    rebuilt = store.resolve_model("demo")
+    assert rebuilt == demo and (demo / MANIFEST).is_file()
+
+
+def test_store_path_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("Z1MLX_HOME", str(blocker))
+    with pytest.raises(Z1Error, match="not a directory"):
+        store.list_models()

@@ -11,11 +11,16 @@ marks the answer as, in order of preference:
 
 import re
 
+_KEYWORD = r"(?:final[ \t]+answer|final[ \t]+solution|final[ \t]+code|answer|solution|in[ \t]+summary|to[ \t]+summarize)"
 _HEADING = re.compile(
-    r"^[ \t]*(?:#{1,6}[ \t]*|\*\*)?[ \t]*"
-    r"(?:final[ \t]+answer|final[ \t]+solution|final[ \t]+code|answer|solution|in[ \t]+summary|to[ \t]+summarize|"
-    r"the[ \t]+final[ \t]+answer[ \t]+is|therefore,?[ \t]+the[ \t]+final[ \t]+answer)"
-    r"\b",
+    # A heading shape only: "### Solution", "**Final Answer**", "Answer:", or a sentence
+    # that announces it ("The final answer is ..."); never a code line like `answer = []`.
+    r"^[ \t]*(?:"
+    rf"#{{1,6}}[ \t]*{_KEYWORD}\b"
+    rf"|\*\*[ \t]*{_KEYWORD}\b"
+    rf"|{_KEYWORD}[ \t]*\**[ \t]*:"
+    r"|(?:therefore,?[ \t]+)?the[ \t]+final[ \t]+answer[ \t]+is\b"
+    r")",
     re.IGNORECASE | re.MULTILINE,
 )
 _FENCE = re.compile(r"^[ \t]*```[^\n]*\n.*?^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -24,7 +29,8 @@ _CODE_BLOCK = re.compile(r"^[ \t]*```([\w+-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", r
 
 def split_reply(text: str) -> tuple[str, str]:
     """(reasoning, answer) of a reply that ended inside the window."""
-    headings = list(_HEADING.finditer(text))
+    fenced = [(m.start(), m.end()) for m in _FENCE.finditer(text)]
+    headings = [h for h in _HEADING.finditer(text) if not any(a <= h.start() < b for a, b in fenced)]
     if headings:
         start = headings[-1].start()
         return text[:start].rstrip(), text[start:].strip()
@@ -32,8 +38,11 @@ def split_reply(text: str) -> tuple[str, str]:
     if fences:
         start = fences[-1].start()
         # Keep the sentence that introduces the block with it.
-        paragraph = text.rfind("\n\n", 0, start)
-        lead = paragraph + 2 if paragraph != -1 and start - paragraph < 400 else start
+        before = text[:start].rstrip()
+        paragraph = before.rfind("\n\n")
+        lead = paragraph + 2 if paragraph != -1 else 0
+        if start - lead > 400:  # a long paragraph is reasoning, not a lead-in
+            lead = start
         return text[:lead].rstrip(), text[lead:].strip()
     return "", text.strip()
 

@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"z1-mlx {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
+    for stream in (sys.stdout, sys.stderr):
+        # Model text can hold any character; a non-UTF-8 terminal gets replacements, not a crash.
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    if sys.stdout is None or sys.stderr is None:
+        return 2  # started with stdout or stderr closed: nowhere to say anything
     if name not in COMMANDS:
         print(f"z1: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2

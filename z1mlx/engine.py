@@ -7,6 +7,7 @@ Front ends (solve, chat, TUI, server) consume these events; none of them touches
 """
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ class Sampling:
             raise ValueError("top-p must be in (0, 1]")
         if self.top_k < 0 or not 0 <= self.min_p <= 1:
             raise ValueError("top-k must be >= 0 and min-p in [0, 1]")
+        if self.repetition_penalty is not None and not 0 < self.repetition_penalty < float("inf"):
+            raise ValueError("repetition penalty must be a number > 0")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError("seed must be a whole number >= 0")
 
 
 @dataclass
@@ -147,7 +152,9 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.model_path = Path(model_path)
-        self.name = self.model_path.name
+        from .store import model_name
+
+        self.name = model_name(self.model_path)
         self.label = label or self.name  # for display: says so when the weights are random
         self.eos_token_ids = _eos_ids(self.model_path, tokenizer)
 
@@ -200,11 +207,12 @@ class Engine:
 
         if sampling.seed is not None:
             mx.random.seed(sampling.seed)
+        vocab = getattr(getattr(self.model, "args", None), "vocab_size", None)
         sampler = make_sampler(
             temp=sampling.temperature,
             top_p=sampling.top_p if sampling.top_p < 1 else 0.0,
             min_p=sampling.min_p,
-            top_k=sampling.top_k,
+            top_k=0 if vocab and sampling.top_k >= vocab else sampling.top_k,  # all tokens: no cut
         )
         processors = make_logits_processors(repetition_penalty=sampling.repetition_penalty)
         return sampler, processors
@@ -295,19 +303,28 @@ class Engine:
                 yield TextDelta(tail, phase_name, len(out))
             texts[phase_name] = detok.text
 
-        with wired_limit(self.model, [generation_stream]):
-            if control.cancelled:
-                finish = "cancelled"
-            else:
-                shift_reason = control.shift_reason(0)  # budget 0 or answer-now: no thinking
-                if shift_reason is None:
-                    yield from phase("thinking", pending, None)
-                    pending = []
-            if shift_reason and finish == "length":
-                # The window is hit: the hint goes into the same cache, then the answer.
-                shifted = True
-                yield Shift(len(ids["thinking"]), window.hint, shift_reason)
-                yield from phase("answer", pending + hint_ids, window.answer_tokens)
+        try:
+            with wired_limit(self.model, [generation_stream]):
+                if control.cancelled:
+                    finish = "cancelled"
+                else:
+                    shift_reason = control.shift_reason(0)  # budget 0 or answer-now: no thinking
+                    if shift_reason is None:
+                        yield from phase("thinking", pending, None)
+                        pending = []
+                if shift_reason and finish == "length":
+                    # The window is hit: the hint goes into the same cache, then the answer.
+                    shifted = True
+                    yield Shift(len(ids["thinking"]), window.hint, shift_reason)
+                    yield from phase("answer", pending + hint_ids, window.answer_tokens)
+        except GeneratorExit:
+            raise  # the consumer stopped reading: the cache still holds exactly its tokens
+        except BaseException:
+            # A failure mid-step leaves the cache and its token list out of step, and can
+            # leave mlx's random state unevaluable (a failed compiled sampler): renew both.
+            conversation.reset()
+            mx.random.seed(int.from_bytes(os.urandom(4), "little"))
+            raise
 
         ended = time.perf_counter()
         window_hit = shifted

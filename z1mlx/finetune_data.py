@@ -191,6 +191,11 @@ def parse_file(path: Path, keep_think_tags: bool = False) -> ParsedFile:
         if not isinstance(row, dict):
             issues.append(Issue(name, number, f"expected a JSON object, got {type(row).__name__}"))
             continue
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            issues.append(Issue(name, number, "invalid unicode escape (a lone surrogate such as \\ud800)"))
+            continue
         fmt = detect_format(row)
         if fmt is None:
             keys = ", ".join(sorted(row)) or "none"

@@ -11,19 +11,35 @@ from .errors import Z1Error
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file and a rename; errors are one line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise Z1Error(f"{path} is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise Z1Error(describe_os_error(err, path))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes 0600 files; keep an existing file's mode, else the usual one.
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with _suppress():
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise Z1Error(describe_os_error(err, path))
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 @contextmanager
@@ -43,6 +59,8 @@ def partial_dir_for(out: Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # kill(0, ...) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,9 +83,17 @@ def sweep_partials(parent: Path) -> list[Path]:
         except (IndexError, ValueError):
             continue
         if not _pid_alive(pid):
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove(entry)
             removed.append(entry)
     return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with _suppress():
+            path.unlink()
 
 
 def publish_dir(tmp: Path, out: Path, replace: bool) -> None:
@@ -78,7 +104,7 @@ def publish_dir(tmp: Path, out: Path, replace: bool) -> None:
         old = out.parent / f"{TMP_MARK}old-{out.name}-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     else:
         os.replace(tmp, out)
 

@@ -185,7 +185,7 @@ def _check_fields(body: dict, allowed: set[str]) -> None:
 def _budget(body: dict, defaults: Defaults) -> int:
     budget = _one_of(body, ("thinking_budget", "max_thinking_tokens"), lambda b, n: _int(b, n, 0, MAX_BUDGET))
     effort = body.get("reasoning_effort")
-    if effort is not None and effort not in REASONING_EFFORT_BUDGETS:
+    if effort is not None and (not isinstance(effort, str) or effort not in REASONING_EFFORT_BUDGETS):
         choices = ", ".join(REASONING_EFFORT_BUDGETS)
         raise _bad(f"reasoning_effort must be one of {choices}, got {json.dumps(effort)}", "reasoning_effort",
                    "invalid_value")

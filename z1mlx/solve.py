@@ -51,6 +51,8 @@ class Problem:
 def read_problem(name: str) -> Problem:
     """Read PROBLEM with one-line errors for everything a user can get wrong."""
     if name == "-":
+        if sys.stdin is None:
+            raise Z1Error("PROBLEM is - but standard input is closed")
         data, label = sys.stdin.buffer.read(), "<stdin>"
     else:
         path = Path(name)
@@ -135,6 +137,9 @@ def result_json(engine_name: str, result, reasoning: str, answer: str, code: str
         "thinking_token_ids": result.thinking_token_ids,
         "answer_token_ids": result.answer_token_ids,
         "hint": result.hint,
+        "hint_token_ids": result.hint_token_ids,
+        "shift_reason": result.shift_reason,
+        "cached_prompt_tokens": result.cached_prompt_tokens,
         "reasoning": reasoning,
         "answer": answer,
         "code": code,

@@ -8,6 +8,7 @@ unless the repository already holds MLX weights).
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from . import locations
 from .convert.command import MANIFEST, Manifest, convert_checkpoint, resolve_dtype, store_name
 from .convert.source import DEFAULT_SOURCE, SUPPORTED_ARCHITECTURES, Checkpoint, check_checkpoint, fetch, looks_like_hub_id, offline
 from .errors import ModelNotAvailable, Z1Error
-from .fsutil import TMP_MARK
+from .fsutil import TMP_MARK, describe_os_error
 
 DEFAULT_MODEL = "z1-7b"
 DEMO = "demo"
@@ -39,9 +40,15 @@ def log(msg: str) -> None:
 def list_models() -> list[StoredModel]:
     root = locations.models_dir()
     if not root.is_dir():
+        if root.exists() or (root.parent.exists() and not root.parent.is_dir()):
+            raise Z1Error(f"the model store {root} is not a directory (check $Z1MLX_HOME)")
         return []
+    try:
+        paths = sorted(root.iterdir())
+    except OSError as err:
+        raise Z1Error(f"cannot read the model store {root}: {err.strerror}")
     entries = []
-    for path in sorted(root.iterdir()):
+    for path in paths:
         if path.name.startswith((".", TMP_MARK)) or not (path / "config.json").is_file():
             continue
         entries.append(StoredModel(path.name, path, Manifest.read(path)))
@@ -57,9 +64,13 @@ def remove(name: str) -> Path:
     if model is None:
         known = ", ".join(m.name for m in list_models()) or "the store is empty"
         raise Z1Error(f"no model named {name!r} in the store ({known})")
-    # Rename first so a half-deleted directory never looks like a model.
-    doomed = model.path.with_name(f"{TMP_MARK}rm-{model.name}-0")
-    model.path.rename(doomed)
+    # Rename first so a half-deleted directory never looks like a model; the pid lets
+    # the next build sweep it away if this process is killed mid-delete.
+    doomed = model.path.with_name(f"{TMP_MARK}rm-{model.name}-{os.getpid()}")
+    try:
+        model.path.rename(doomed)
+    except OSError as err:
+        raise Z1Error(describe_os_error(err, model.path))
     shutil.rmtree(doomed, ignore_errors=True)
     return model.path
 
@@ -80,15 +91,19 @@ def ensure_demo() -> Path:
     out = locations.models_dir() / DEMO
     if out.is_dir() and (out / MANIFEST).is_file():
         return out
+    damaged = out.exists()  # left by hand or by an older build: rebuilt in its place
     from .convert.demo import DEMO_SPEC, build_checkpoint
 
     log("[z1] building the demo model (random weights, Z1-7B's architecture) ...")
-    locations.store_dir().mkdir(parents=True, exist_ok=True)
+    try:
+        locations.store_dir().mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise Z1Error(f"cannot create the model store: {describe_os_error(err, locations.store_dir())}")
     with tempfile.TemporaryDirectory(prefix=".demo-hf-", dir=locations.store_dir()) as tmp:
         source = build_checkpoint(Path(tmp), DEMO_SPEC)
         checkpoint = Checkpoint(source, DEMO, None, check_checkpoint(source))
         try:
-            convert_checkpoint(checkpoint, out, dtype="auto", verify=True, log=log)
+            convert_checkpoint(checkpoint, out, dtype="auto", verify=True, force=damaged, log=log)
         except Z1Error:
             if not out.is_dir():  # another process may have won the race
                 raise
@@ -160,9 +175,17 @@ def resolve_model(spec: str | None) -> Path:
     )
 
 
+def model_name(path: Path) -> str:
+    """A model's name: its store name, or owner/name for an MLX repo in the HF cache."""
+    path = Path(path)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name[len("models--"):].replace("--", "/")
+    return path.name
+
+
 def describe(path: Path) -> str:
     manifest = Manifest.read(path)
-    label = manifest.name if manifest else path.name
+    label = manifest.name if manifest else model_name(path)
     if manifest and manifest.random_weights:
         label += " (random weights: output is noise)"
     return label
