@@ -123,12 +123,39 @@ def test_fused_model_is_in_the_store_and_matches_base_plus_adapter(trained, tiny
     out, _ = trained
     stored = store.find(FUSED)
     assert stored is not None and stored.manifest.base_model == str(tiny_model)
+    assert stored.manifest.top1_agreement == 1.0
     assert store.resolve_model(FUSED) == stored.path
     fused, tokenizer = load(str(stored.path))
     adapted, _ = load(str(tiny_model), adapter_path=str(out))
     for text in QUESTIONS + ["Something else entirely", "def solve(n):"]:
         prompt = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
         assert greedy_tokens(fused, prompt) == greedy_tokens(adapted, prompt)
+
+
+def test_fusing_onto_a_4bit_base_measures_agreement(data, tiny_checkpoint, session_home, tmp_path):
+    """Re-quantizing fused weights can round an adapter away: the agreement is measured,
+    and --fuse-dequantize keeps base + adapter exactly."""
+    from mlx_lm import load
+
+    from z1mlx.convert.command import convert_checkpoint
+    from z1mlx.convert.source import locate
+
+    base = tmp_path / "q4"
+    convert_checkpoint(locate(str(tiny_checkpoint)), base, dtype="float32", verify=False, log=lambda m: None)
+    out = tmp_path / "q4run"
+    flags = ["--iters", "10", "--batch-size", "4", "--lr", "1e-3", "--layers", "2", "--save-every", "10",
+             "--eval-every", "10", "--report-every", "5", "--val-batches", "1"]
+    result = z1(["finetune", "--data", str(data), "--model", str(base), "--out", str(out), *flags,
+                 "--fuse", "q4-fused", "--fuse-dequantize"], session_home)
+    assert result.returncode == 0, result.stderr
+    assert "top-1 agreement with base + adapter 100.0%" in result.stderr
+    fused_dir = session_home / "models" / "q4-fused"
+    manifest = store.Manifest.read(fused_dir)
+    assert manifest.top1_agreement == 1.0 and manifest.bits is None
+    fused, tokenizer = load(str(fused_dir))
+    adapted, _ = load(str(base), adapter_path=str(out))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[0]}], add_generation_prompt=True)
+    assert greedy_tokens(fused, prompt) == greedy_tokens(adapted, prompt)
 
 
 def test_engine_applies_the_adapter_without_fusing(trained, tiny_model):

@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-every", type=positive_int, help="one progress report every N steps (default 10)")
     p.add_argument("--seed", type=int, help="seed for the hold-out, data order and adapter init (default 0)")
     p.add_argument("--resume", action="store_true", help="continue --out DIR from its latest checkpoint")
+    p.add_argument("--fuse-dequantize", action="store_true",
+                   help="with --fuse: write full-precision fused weights (exact, larger) instead of re-quantizing")
     p.add_argument("--fuse", nargs="?", const="", metavar="NAME",
                    help="after training, write base + adapter as one model to the store (default name: the --out name)")
     p.add_argument("--dry-run", action="store_true", help="check the data, print statistics and stop")
@@ -413,8 +415,16 @@ def _last_line(path: Path) -> str:
 # ---------------------------------------------------------------- fuse
 
 
-def fuse_adapter(base: Path, adapter: Path, name: str, base_label: str) -> Path:
-    """Base + adapter as one model in the store, the way `mlx_lm fuse` does it."""
+FUSE_AGREEMENT_WARNING = 0.9
+
+
+def fuse_adapter(base: Path, adapter: Path, name: str, base_label: str, dequantize: bool = False) -> Path:
+    """Base + adapter as one model in the store, the way `mlx_lm fuse` does it.
+
+    On a quantized base the fused weights are quantized again, which can round away
+    part of a small adapter's change; the fused model's top-1 agreement with base +
+    adapter on a fixed probe is measured and recorded, with a warning when it is low.
+    """
     import contextlib
 
     import mlx_lm
@@ -426,23 +436,36 @@ def fuse_adapter(base: Path, adapter: Path, name: str, base_label: str) -> Path:
     out = locations.models_dir() / name
     if out.exists():
         raise Z1Error(f"a model named {name!r} is already in the store ({out}); choose another --fuse NAME")
+    import mlx.core as mx
+    from mlx_lm.utils import dequantize_model
+
+    from .convert.verify import next_token_predictions, probe_ids
+
     model, tokenizer, config = load(str(base), adapter_path=str(adapter), return_config=True)
-    fused = [(n, m.fuse(dequantize=False)) for n, m in model.named_modules() if hasattr(m, "fuse")]
+    ids = probe_ids(tokenizer)
+    with_adapter = mx.argmax(model(mx.array(ids)[None])[0], axis=-1).tolist()
+    fused = [(n, m.fuse(dequantize=dequantize)) for n, m in model.named_modules() if hasattr(m, "fuse")]
     if fused:
         model.update_modules(tree_unflatten(fused))
+    if dequantize:
+        model = dequantize_model(model)
+        config.pop("quantization", None)
+        config.pop("quantization_config", None)
     base_manifest = Manifest.read(base)
     quant = config.get("quantization") or {}
     with building_dir(out) as tmp:
         with contextlib.redirect_stdout(sys.stderr):
             save(tmp, str(base), model, tokenizer, config, donate_model=False)
+        fused_top1, _ = next_token_predictions(tmp, ids)
+        agreement = sum(a == b for a, b in zip(with_adapter, fused_top1)) / len(ids)
         Manifest(
             name=name,
             source=f"{base_label} + {adapter}",
             revision=None,
-            bits=quant.get("bits"),
-            group_size=quant.get("group_size"),
+            bits=None if dequantize else quant.get("bits"),
+            group_size=None if dequantize else quant.get("group_size"),
             dtype=base_manifest.dtype if base_manifest else str(config.get("torch_dtype", "?")),
-            top1_agreement=None,
+            top1_agreement=agreement,
             size_bytes=0,
             bits_per_weight=round(compute_bits_per_weight(model), 3),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -652,8 +675,15 @@ def main(argv: list[str] | None = None) -> int:
     log(f"adapter: {out}  (z1 chat --adapter {shlex.quote(str(out))})")
     if fuse_name:
         log(f"fusing into the store as {fuse_name} ...")
-        fused = fuse_adapter(plan.model_path, out, fuse_name, settings.model)
-        log(f"fused model: {fused}  (z1 chat --model {fuse_name})")
+        fused = fuse_adapter(plan.model_path, out, fuse_name, settings.model, dequantize=args.fuse_dequantize)
+        from .convert.command import Manifest
+
+        agreement = Manifest.read(fused).top1_agreement
+        log(f"fused model: {fused}  (z1 chat --model {fuse_name}); "
+            f"top-1 agreement with base + adapter {agreement:.1%}")
+        if agreement < FUSE_AGREEMENT_WARNING and not args.fuse_dequantize:
+            log("warning: quantizing the fused weights again lost part of the adapter; use --adapter "
+                f"{shlex.quote(str(out))} instead, or fuse with --fuse-dequantize (full-precision weights)")
     print(out)
     return 0
 
