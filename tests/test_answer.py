@@ -49,3 +49,7 @@ def test_heading_shapes():
     assert split_reply("think\n\nAnswer: 5")[1] == "Answer: 5"
     assert split_reply("think\nThe final answer is 5.")[1] == "The final answer is 5."
     assert split_reply("hmm\nanswer = compute()\nok")[0] == ""
+
+
+def test_a_reply_stopped_while_thinking_has_no_answer():
+    assert reasoning_and_answer("Final Answer: half a thought", "", False, stopped=True) == ("Final Answer: half a thought", "")

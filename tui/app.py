@@ -7,6 +7,7 @@ times a second, paced so drawing takes at most 5% of the time (`RedrawPacer`): d
 never waits for the screen.
 """
 
+import asyncio
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -38,6 +39,9 @@ UI_SHARE = 0.05  # the most of the time redraws may take from decoding (see Redr
 SAVE_DELAY_S = 0.5  # a drag moves the slider many times; remember where it stops
 
 WELCOME = "Ask Z1 anything. It thinks for up to the budget below, then answers.  F1: keys."
+
+
+QUIT_WAIT_S = 10.0
 
 
 class ChatApp(App):
@@ -102,7 +106,8 @@ class ChatApp(App):
         with Vertical(id="loading"):
             yield Static("Loading model…", id="loading-label")
             yield ProgressBar(total=None, show_percentage=False, show_eta=False)
-        with VerticalScroll(id="conversation"):
+        # Not focusable: Tab goes straight from the message box to the budget slider.
+        with VerticalScroll(id="conversation", can_focus=False):
             yield Static(WELCOME, id="welcome")
         with Horizontal(id="budget-bar"):
             yield Static("budget", id="budget-label")
@@ -332,6 +337,8 @@ class ChatApp(App):
         self._draw_status()
 
     def action_history(self) -> None:
+        if isinstance(self.screen, HistoryScreen):
+            return
         if self.busy:
             self.notify("Z1 is still replying (Esc stops it).", severity="warning")
             return
@@ -355,6 +362,12 @@ class ChatApp(App):
 
     async def action_quit(self) -> None:
         self.action_stop()
+        # Let the generation thread finish its step: leaving while mlx runs in it can abort.
+        for worker in [w for w in self.workers if w.group == "reply"]:
+            try:
+                await asyncio.wait_for(worker.wait(), timeout=QUIT_WAIT_S)
+            except Exception:  # cancelled, failed or slow: leave all the same
+                pass
         self.exit()
 
     # The budget slider

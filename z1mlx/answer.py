@@ -58,8 +58,12 @@ def extract_code(text: str, prefer: str = "python") -> str | None:
     return (preferred or [body for _, body in blocks])[-1]
 
 
-def reasoning_and_answer(thinking_text: str, answer_text: str, window_hit: bool) -> tuple[str, str]:
-    """The reply's two parts: exact when the window shifted, else marked by `split_reply`."""
+def reasoning_and_answer(thinking_text: str, answer_text: str, window_hit: bool,
+                         stopped: bool = False) -> tuple[str, str]:
+    """The reply's two parts: exact when the window shifted, else marked by `split_reply`.
+    A reply stopped while thinking has no answer yet: all of it is reasoning."""
     if window_hit:
         return thinking_text, answer_text
+    if stopped:
+        return thinking_text, ""
     return split_reply(thinking_text)

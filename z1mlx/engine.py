@@ -258,6 +258,7 @@ class Engine:
         finish = "length"
         shift_reason = None
         shifted = False
+        budget_at_shift = None
         mx.reset_peak_memory()
 
         def phase(phase_name: Phase, feed: list[int], cap: int | None):
@@ -315,6 +316,7 @@ class Engine:
                 if shift_reason and finish == "length":
                     # The window is hit: the hint goes into the same cache, then the answer.
                     shifted = True
+                    budget_at_shift = control.budget  # the window that was hit, whatever moves later
                     yield Shift(len(ids["thinking"]), window.hint, shift_reason)
                     yield from phase("answer", pending + hint_ids, window.answer_tokens)
         except GeneratorExit:
@@ -337,7 +339,7 @@ class Engine:
             answer_tokens=len(ids["answer"]),
             window_hit=window_hit,
             finish_reason=finish,
-            budget=control.budget,
+            budget=control.budget if budget_at_shift is None else budget_at_shift,
             answer_cap=window.answer_tokens,
             hint=window.hint if window_hit else None,
             shift_reason=shift_reason if window_hit else None,

@@ -69,7 +69,8 @@ class StoredMessage:
     @property
     def reasoning_and_answer(self) -> tuple[str, str]:
         """The reply's two parts, as shown: exact when the window shifted, else found by `split_reply`."""
-        return reasoning_and_answer(self.thinking, self.answer, self.hint is not None)
+        return reasoning_and_answer(self.thinking, self.answer, self.hint is not None,
+                                    stopped=self.finish_reason == "cancelled" or not self.complete)
 
 
 @dataclass
@@ -168,6 +169,11 @@ class History:
                 " WHERE id = ?",
                 (*self._columns(message), message.id),
             )
+            if message.complete:  # a reply that finishes moves its conversation up the list
+                self._db.execute(
+                    "UPDATE conversations SET updated = ? WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
+                    (time.time(), message.id),
+                )
 
     def delete_message(self, message_id: int) -> None:
         with self._lock:

@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             elif isinstance(event, Done):
                 result = event.result
 
-    reasoning, answer = reasoning_and_answer(result.thinking_text, result.answer_text, result.window_hit)
+    reasoning, answer = reasoning_and_answer(result.thinking_text, result.answer_text, result.window_hit,
+                                             stopped=result.finish_reason == "cancelled")
     if not args.json:
         if result.window_hit:
             sys.stdout.write("\n")
