@@ -220,3 +220,13 @@ def test_a_failing_step_resets_the_conversation_cache(tiny_model):
 def test_sampling_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         Sampling(**kwargs)
+
+
+def test_window_fits_the_context_budget_first_then_answer():
+    from z1mlx.window import fit_to_context
+
+    window = ShiftedWindow(budget=200, answer_tokens=50)
+    assert fit_to_context(window, 100, 10, 4096) is window
+    assert fit_to_context(window, 3900, 10, 4096) == ShiftedWindow(136, 50)
+    assert fit_to_context(window, 4050, 10, 4096) == ShiftedWindow(0, 36)
+    assert fit_to_context(window, 4090, 10, 4096) is None

@@ -347,3 +347,14 @@ def test_load_from_a_second_process(server):
     print("load test:", summary)
     assert summary["errors"] == 0 and summary["requests"] == 200
     assert summary["latency_s"]["p50"] <= summary["latency_s"]["p99"]
+
+
+def test_a_long_prompt_shrinks_the_window_to_fit_the_context(server):
+    """The tiny model has 4096 positions: prompt + thinking + hint + answer must fit."""
+    prompt = [10 + i % 500 for i in range(4070)]  # ids inside the tiny vocabulary
+    reply = httpx.post(f"{server}/v1/completions", timeout=120,
+                       json={"prompt": prompt, "thinking_budget": 200, "max_tokens": 8}).json()
+    usage = reply["usage"]
+    assert usage["prompt_tokens"] == 4070
+    assert usage["prompt_tokens"] + usage["completion_tokens"] + reply["z1"]["hint_tokens"] <= 4096
+    assert reply["z1"]["budget"] < 200

@@ -37,7 +37,7 @@ from .openai_api import (
     SSE_DONE, APIError, CompletionRequest, Defaults, ReplyAssembler, ResponseShape, parse_chat, parse_completion,
     parse_json, sse,
 )
-from .window import ShiftedWindow, WindowControl
+from .window import ShiftedWindow, WindowControl, fit_to_context
 
 API_KEY_ENV = "Z1MLX_SERVE_API_KEY"
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -217,8 +217,8 @@ class Z1Server:
     def __init__(self, engine, config: ServeConfig):
         self.engine = engine
         self.config = config
-        context, self.vocab_size = model_limits(engine)
-        self.max_prompt_tokens = config.max_prompt_tokens or context
+        self.context, self.vocab_size = model_limits(engine)
+        self.max_prompt_tokens = config.max_prompt_tokens or self.context
         self.scheduler = Scheduler(engine, config.workers, config.max_queue, config.prompt_cache)
         self.started = int(time.time())
 
@@ -303,7 +303,12 @@ class Z1Server:
         body = parse_json(await self.read_body(request))
         parsed = (parse_chat if kind == "chat" else parse_completion)(body, self.config.defaults)
         prompt = await run_in_threadpool(self.tokenize, parsed)
-        job = Job(prompt, parsed.window, parsed.sampling, asyncio.get_running_loop())
+        window = fit_to_context(parsed.window, len(prompt), len(self.engine.encode(parsed.window.hint)), self.context)
+        if window is None:
+            raise APIError(400, f"This model's maximum context length is {self.context} tokens: the prompt "
+                                f"({len(prompt)} tokens) leaves no room for a reply.",
+                           param="messages" if kind == "chat" else "prompt", code="context_length_exceeded")
+        job = Job(prompt, window, parsed.sampling, asyncio.get_running_loop())
         self.scheduler.submit(job)
         # Watch from now on, so a client gone before its stream starts still cancels its job.
         watcher = asyncio.create_task(_watch_disconnect(request, job.control))

@@ -32,6 +32,20 @@ class ShiftedWindow:
             raise ValueError("the hint must not be empty")
 
 
+def fit_to_context(window: ShiftedWindow, prompt_tokens: int, hint_tokens: int, context: int) -> ShiftedWindow | None:
+    """The window shrunk so prompt + thinking + hint + answer fit the model's context:
+    the thinking budget gives way first, then the answer cap. None if even a one-token
+    answer at budget 0 does not fit."""
+    room = context - prompt_tokens - hint_tokens
+    if room < 1:
+        return None
+    answer = min(window.answer_tokens, room)
+    budget = min(window.budget, room - answer)
+    if (budget, answer) == (window.budget, window.answer_tokens):
+        return window
+    return ShiftedWindow(budget, answer, window.hint)
+
+
 class WindowControl:
     """Live controls for one generation, safe to call from any thread.
 
