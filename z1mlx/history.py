@@ -16,7 +16,7 @@ from pathlib import Path
 from . import locations
 from .answer import reasoning_and_answer
 from .errors import Z1Error
-from .fsutil import atomic_write_text, describe_os_error
+from .fsutil import atomic_write_text
 
 _MIGRATIONS = [
     """
@@ -237,11 +237,7 @@ class History:
         return to_markdown(self.load(conversation_id))
 
     def export_to(self, conversation_id: int, path: Path) -> None:
-        text = self.export_markdown(conversation_id)
-        try:
-            atomic_write_text(Path(path), text)
-        except OSError as err:
-            raise Z1Error(describe_os_error(err, Path(path)))
+        atomic_write_text(Path(path), self.export_markdown(conversation_id))  # errors are one line
 
 
 def to_markdown(conversation: StoredConversation) -> str:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from . import locations
+from .errors import Z1Error
 from .fsutil import atomic_write_text
 from .window import DEFAULT_ANSWER_TOKENS, DEFAULT_BUDGET, MAX_BUDGET
 
@@ -72,7 +73,7 @@ def save_settings(settings: ChatSettings, path: Path | None = None) -> None:
     path = Path(path) if path else locations.settings_file()
     try:
         atomic_write_text(path, json.dumps(asdict(settings), indent=2) + "\n")
-    except OSError:
+    except Z1Error:
         pass
 
 
