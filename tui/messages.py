@@ -89,6 +89,8 @@ class AssistantMessage(Vertical):
         self.phase = "thinking"
         self.add_class("-thinking")
         self._answer_sent = 0
+        self._stream = None
+        self.query_one(".answer", Markdown).update("")  # the stopped reply had no answer to keep
         self._set_note("")
 
     def _show_shift(self, reason: str | None, at: int, hint: str) -> None:

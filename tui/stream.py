@@ -160,7 +160,10 @@ def status_text(model: str, phase: str, tokens_per_s: float | None = None, ttft_
     parts = [model, phase]
     parts.append(f"{tokens_per_s:.1f} tok/s" if tokens_per_s is not None else "– tok/s")
     parts.append(f"ttft {ttft_s:.2f}s" if ttft_s is not None else "ttft –")
-    parts.append(f"peak {peak_memory_gb:.2f} GB" if peak_memory_gb is not None else "peak –")
+    if peak_memory_gb is None:
+        parts.append("peak –")
+    else:  # tiny models peak at a few MB: "<0.01 GB" rather than a misleading "0.00 GB"
+        parts.append(f"peak {peak_memory_gb:.2f} GB" if peak_memory_gb >= 0.01 else "peak <0.01 GB")
     return SEPARATOR.join(parts)
 
 
