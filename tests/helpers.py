@@ -23,3 +23,29 @@ def one_line_error(proc) -> str:
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+def wait_healthy(url: str, proc, deadline: float, why=lambda: "the server did not start") -> None:
+    """Poll GET /health until it answers 200, while the server process lives."""
+    import time
+
+    import httpx
+
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, why()
+        time.sleep(0.1)
+
+
+def stop(proc) -> None:
+    """Terminate a server, and kill it if it does not go within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import find_prompt, greedy_reference
-from helpers import one_line_error, z1
+from helpers import one_line_error, stop, wait_healthy, z1
 from z1mlx.engine import Done, Sampling, Shift, TextDelta
 from z1mlx.errors import ModelNotAvailable, Z1Error
 from z1mlx.prompts import solve_messages
@@ -272,23 +272,10 @@ def mlx_server(tiny_model, tmp_path_factory):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "mlx_lm.server did not start"
-            time.sleep(0.2)
+        wait_healthy(url, proc, time.monotonic() + 90, lambda: "mlx_lm.server did not start")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")

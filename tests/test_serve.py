@@ -18,7 +18,7 @@ import pytest
 from openai import BadRequestError, OpenAI
 
 from conftest import greedy_reference
-from helpers import one_line_error, z1
+from helpers import one_line_error, stop, wait_healthy, z1
 from z1mlx.answer import split_reply
 from z1mlx.engine import Done, Sampling
 from z1mlx.prompts import solve_messages
@@ -42,22 +42,10 @@ def serve(model, *extra, env=None, timeout=90):
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
         url = found.group(1)
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
+        wait_healthy(url, proc, deadline, log_path.read_text)
         yield url, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log_path.unlink(missing_ok=True)
 
 
