@@ -138,6 +138,7 @@ def test_stop_then_answer_now_finishes_the_same_reply(endless_engine, history):
     assert turn.content == stopped.thinking_text + HINT + result.answer_text
     stored = history.load(chat.id).messages[-1]
     assert stored.thinking == stopped.thinking_text and stored.answer == result.answer_text and stored.complete
+    assert stored.shift_reason == "answer_now"  # a reopened conversation still says why it shifted
     assert not chat.can_answer_now
 
 

@@ -25,10 +25,26 @@ def reply(**fields) -> StoredMessage:
 def test_schema_is_versioned_and_in_wal_mode(history):
     db = sqlite3.connect(history.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     # Reopening migrates nothing twice.
     History(history.path).close()
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_a_version_1_history_is_upgraded_in_place(tmp_path):
+    from z1mlx.history import _MIGRATIONS
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(f"BEGIN; {_MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    old.execute("INSERT INTO conversations (title, created, updated) VALUES ('t', 0, 0)")
+    old.execute("INSERT INTO messages (conversation_id, role, content, created) VALUES (1, 'user', 'hi', 0)")
+    old.commit()
+    old.close()
+    upgraded = History(path)
+    assert [m.content for m in upgraded.load(1).messages] == ["hi"]
+    assert upgraded.load(1).messages[0].shift_reason is None
+    upgraded.close()
 
 
 def test_newer_schema_is_a_one_line_error(tmp_path):
@@ -42,7 +58,7 @@ def test_newer_schema_is_a_one_line_error(tmp_path):
 def test_messages_round_trip_with_parts_and_token_counts(history):
     cid = history.new_conversation(model="tiny", system="be brief")
     history.add_message(cid, StoredMessage("user", "What is 6*7?\nShow work."))
-    history.add_message(cid, reply(ttft_s=0.1, tokens_per_s=50.0))
+    history.add_message(cid, reply(ttft_s=0.1, tokens_per_s=50.0, shift_reason="answer_now"))
     stored = history.load(cid)
     assert stored.info.title == "What is 6*7? Show work."
     assert stored.info.system == "be brief" and stored.info.model == "tiny"
@@ -52,6 +68,7 @@ def test_messages_round_trip_with_parts_and_token_counts(history):
     assert (answer.thinking_tokens, answer.answer_tokens, answer.budget) == (5, 1, 5)
     assert answer.finish_reason == "length" and answer.complete
     assert answer.ttft_s == 0.1 and answer.tokens_per_s == 50.0
+    assert answer.shift_reason == "answer_now"
 
 
 def test_streaming_reply_is_updated_in_place(history):

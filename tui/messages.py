@@ -46,7 +46,7 @@ class AssistantMessage(Vertical):
         reasoning, answer = turn.reasoning_and_answer if turn is not None else ("", "")
         yield ReasoningHeader(classes="reasoning-header")
         yield Static(Content(reasoning), classes="reasoning")
-        mark = shift_mark(None, self.thinking_tokens, turn.hint) if turn is not None and turn.hint else ""
+        mark = shift_mark(turn.shift_reason, self.thinking_tokens, turn.hint) if turn is not None and turn.hint else ""
         yield Static(mark, classes="shift-mark" + (" -shown" if mark else ""), markup=False)
         yield Markdown(answer, classes="answer")
         note = Static(self._note(turn.finish_reason, turn.hint is not None) if turn else "", classes="reply-note",

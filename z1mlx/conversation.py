@@ -175,7 +175,7 @@ class Conversation:
                     else:
                         turn.answer_tokens = event.tokens
                 elif isinstance(event, Shift):
-                    turn.hint = event.hint
+                    turn.hint, turn.shift_reason = event.hint, event.reason
                 elif isinstance(event, Done):
                     self._finish(turn, event.result, thinking_before, thinking_ids_before)
                     finished = True
@@ -200,6 +200,7 @@ class Conversation:
         turn.thinking_ids = thinking_ids_before + result.thinking_token_ids
         turn.thinking_tokens = len(turn.thinking_ids)
         turn.hint = result.hint
+        turn.shift_reason = result.shift_reason
         turn.answer = result.answer_text
         turn.answer_tokens = result.answer_tokens
         turn.content = turn.thinking + (turn.hint or "") + turn.answer

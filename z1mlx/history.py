@@ -47,6 +47,8 @@ _MIGRATIONS = [
     );
     CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
     """,
+    # 2: why the window shifted (budget / answer_now), so a reopened reply says so.
+    "ALTER TABLE messages ADD COLUMN shift_reason TEXT",
 ]
 
 
@@ -65,6 +67,7 @@ class StoredMessage:
     complete: bool = True
     ttft_s: float | None = None
     tokens_per_s: float | None = None
+    shift_reason: str | None = None
 
     @property
     def reasoning_and_answer(self) -> tuple[str, str]:
@@ -146,8 +149,8 @@ class History:
             self._db.execute("BEGIN")
             cursor = self._db.execute(
                 "INSERT INTO messages (conversation_id, role, content, thinking, hint, answer, thinking_tokens,"
-                " answer_tokens, budget, finish_reason, complete, ttft_s, tokens_per_s, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " answer_tokens, budget, finish_reason, complete, ttft_s, tokens_per_s, shift_reason, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (conversation_id, *self._columns(message), now),
             )
             if message.role == "user":
@@ -165,7 +168,8 @@ class History:
         with self._lock:
             self._db.execute(
                 "UPDATE messages SET role = ?, content = ?, thinking = ?, hint = ?, answer = ?, thinking_tokens = ?,"
-                " answer_tokens = ?, budget = ?, finish_reason = ?, complete = ?, ttft_s = ?, tokens_per_s = ?"
+                " answer_tokens = ?, budget = ?, finish_reason = ?, complete = ?, ttft_s = ?, tokens_per_s = ?,"
+                " shift_reason = ?"
                 " WHERE id = ?",
                 (*self._columns(message), message.id),
             )
@@ -186,7 +190,7 @@ class History:
     @staticmethod
     def _columns(m: StoredMessage) -> tuple:
         return (m.role, m.content, m.thinking, m.hint, m.answer, m.thinking_tokens, m.answer_tokens, m.budget,
-                m.finish_reason, int(m.complete), m.ttft_s, m.tokens_per_s)
+                m.finish_reason, int(m.complete), m.ttft_s, m.tokens_per_s, m.shift_reason)
 
     # Reading
 
@@ -220,7 +224,7 @@ class History:
                 role=r["role"], content=r["content"], id=r["id"], thinking=r["thinking"], hint=r["hint"],
                 answer=r["answer"], thinking_tokens=r["thinking_tokens"], answer_tokens=r["answer_tokens"],
                 budget=r["budget"], finish_reason=r["finish_reason"], complete=bool(r["complete"]),
-                ttft_s=r["ttft_s"], tokens_per_s=r["tokens_per_s"],
+                ttft_s=r["ttft_s"], tokens_per_s=r["tokens_per_s"], shift_reason=r["shift_reason"],
             )
             for r in rows
         ]
