@@ -17,41 +17,27 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
+def _number(kind: type, positive: bool):
+    """An argparse type: a finite int or float, >= 0 or > 0, with a one-line complaint."""
+    wanted = ("a whole number" if kind is int else "a number") + (
+        (" >= 1" if kind is int else " > 0") if positive else " >= 0")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        if not (0 < value if positive else 0 <= value) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    value = non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+non_negative_int = _number(int, positive=False)
+positive_int = _number(int, positive=True)
+non_negative_float = _number(float, positive=False)
+positive_float = _number(float, positive=True)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

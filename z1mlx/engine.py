@@ -275,7 +275,7 @@ class Engine:
             fed_at = time.perf_counter()
             try:
                 for token, _ in steps:
-                    if not out and not detok.tokens:
+                    if not out:  # the phase's first token: its prefill is over
                         latency = time.perf_counter() - fed_at
                         if clock["first"] is None:
                             clock["first"], clock["prefill"] = time.perf_counter(), latency
