@@ -81,7 +81,7 @@ def ttft_without_reuse(chat, budget: int) -> float:
 
 
 def headless_decode(engine, prompt: list[int], budget: int, answer: int) -> float:
-    from z1mlx.engine import Done
+    from z1mlx.events import Done
     from z1mlx.window import ShiftedWindow
 
     for event in engine.generate(prompt, ShiftedWindow(budget=budget, answer_tokens=answer)):

@@ -42,7 +42,7 @@ def mlx_lm_decode(engine, prompt, n):
 
 
 def engine_decode(engine, prompt, n):
-    from z1mlx.engine import Done
+    from z1mlx.events import Done
     from z1mlx.window import ShiftedWindow
 
     for event in engine.generate(prompt, ShiftedWindow(budget=n, answer_tokens=1)):
@@ -52,7 +52,7 @@ def engine_decode(engine, prompt, n):
 
 
 def timed_engine_run(engine, prompt, budget, answer):
-    from z1mlx.engine import Done, Shift, TextDelta
+    from z1mlx.events import Done, Shift, TextDelta
     from z1mlx.window import ShiftedWindow
 
     start = time.perf_counter()

@@ -6,7 +6,7 @@ import pytest
 from conftest import greedy_reference
 from test_chat_fixtures import StepClock, endless_engine, endless_model  # noqa: F401 (fixtures)
 from z1mlx.conversation import Conversation, describe_shift
-from z1mlx.engine import Done, Shift, TextDelta
+from z1mlx.events import Done, Shift, TextDelta
 from z1mlx.errors import Z1Error
 from z1mlx.history import History
 from z1mlx.window import HINT, WindowControl

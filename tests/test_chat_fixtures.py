@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from z1mlx.engine import TextDelta
+from z1mlx.events import TextDelta
 
 _BUILT: dict[str, Path] = {}
 

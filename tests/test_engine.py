@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import find_prompt, greedy_reference
-from z1mlx.engine import Done, Sampling, Shift, TextDelta
+from z1mlx.events import Continuation, Done, Sampling, Shift, TextDelta
 from z1mlx.window import BOXED_HINT, HINT, ShiftedWindow, WindowControl
 
 
@@ -230,3 +230,46 @@ def test_window_fits_the_context_budget_first_then_answer():
     assert fit_to_context(window, 3900, 10, 4096) == ShiftedWindow(136, 50)
     assert fit_to_context(window, 4050, 10, 4096) == ShiftedWindow(0, 36)
     assert fit_to_context(window, 4090, 10, 4096) is None
+
+
+def greedy_until_end(engine, prompt: list[int], limit: int) -> tuple[list[int], bool]:
+    """mlx-lm's greedy tokens for `prompt`, at most `limit`; True if it ended its turn."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    out = []
+    for token, _ in generate_step(mx.array(prompt), engine.model, max_tokens=limit + 1):
+        if token in engine.eos_token_ids:
+            return out, True
+        if len(out) == limit:
+            break
+        out.append(token)
+    return out, False
+
+
+def test_think_longer_equals_mlx_lm_over_the_continued_text(engine):
+    """min-thinking: each early end token is dropped (text and cache) and the continuation
+    fed; the result equals mlx-lm's greedy run from scratch over prompt + the thinking
+    before each end + the continuation."""
+    prompt, reference = find_prompt(engine, ends_within=60)
+    min_thinking, budget = len(reference) + 30, 300
+    window = ShiftedWindow(budget=budget, answer_tokens=8, min_thinking=min_thinking)
+    events, result = run(engine, prompt, window)
+    continuation = engine.encode("\n\nWait")
+    expected, forced = [], 0
+    while True:
+        more, ended = greedy_until_end(engine, prompt + expected, budget - len(expected))
+        expected += more
+        if not ended or len(expected) >= min_thinking:
+            break
+        expected += continuation
+        forced += 1
+    assert forced >= 1
+    assert result.thinking_token_ids == expected
+    assert result.forced_continuations == forced and result.forced_tokens == forced * len(continuation)
+    assert result.thinking_tokens == len(expected) >= min_thinking or result.window_hit
+    assert result.thinking_text.count("\n\nWait") >= forced
+    assert sum(isinstance(e, Continuation) for e in events) == forced
+    if result.window_hit:  # the answer continues the same cache: a from-scratch run agrees
+        scratch = greedy_reference(engine, prompt + expected + engine.encode(HINT), 8)
+        assert result.answer_token_ids == scratch[:8]

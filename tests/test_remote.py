@@ -13,7 +13,7 @@ import pytest
 
 from conftest import find_prompt, greedy_reference
 from helpers import one_line_error, stop, wait_healthy, z1
-from z1mlx.engine import Done, Sampling, Shift, TextDelta
+from z1mlx.events import Done, Sampling, Shift, TextDelta
 from z1mlx.errors import ModelNotAvailable, Z1Error
 from z1mlx.prompts import solve_messages
 from z1mlx.remote import (
@@ -210,6 +210,20 @@ def test_a_budget_raised_mid_stream_thinks_on(tiny_model):
             control.set_budget(6)
     assert [b["max_tokens"] for b in script.bodies] == [4, 2, 5]
     assert script.bodies[1]["prompt"] == "pab" and event.result.thinking_tokens == 6
+
+
+def test_think_longer_sends_the_continuation_after_an_early_end(tiny_model):
+    """min-thinking on a remote engine: the early end is replaced by the continuation text,
+    phase 1 goes on in a new request from the partial text, as the local engine does."""
+    script = Script(sse_body("ab", finish="stop"), sse_body("cdefghij", finish="stop"))
+    engine, _ = connect(script, tiny_model)
+    window = ShiftedWindow(100, 5, min_thinking=3, continue_text=" Wait")
+    _, result = run(engine, engine.encode("p"), window)
+    assert [b["prompt"] for b in script.bodies] == ["p", "pab Wait"]
+    assert [b["max_tokens"] for b in script.bodies] == [100, 100 - len(engine.encode("ab Wait"))]
+    assert result.thinking_text == "ab Waitcdefghij" and result.finish_reason == "stop"
+    assert result.forced_continuations == 1 and result.forced_tokens == len(engine.encode(" Wait"))
+    assert not result.window_hit
 
 
 def test_retries_on_429_and_5xx_with_backoff(tiny_model):

@@ -20,7 +20,7 @@ from openai import BadRequestError, OpenAI
 from conftest import greedy_reference
 from helpers import one_line_error, stop, wait_healthy, z1
 from z1mlx.answer import split_reply
-from z1mlx.engine import Done, Sampling
+from z1mlx.events import Done, Sampling
 from z1mlx.prompts import solve_messages
 from z1mlx.window import HINT, ShiftedWindow
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from z1mlx.engine import Done, GenerationResult, Shift, TextDelta
+from z1mlx.events import Done, GenerationResult, Shift, TextDelta
 from z1mlx.openai_api import (
     APIError, Defaults, ReplyAssembler, ResponseShape, StopMatcher, parse_chat, parse_completion, parse_json,
     parse_messages, sse,
@@ -306,7 +306,7 @@ class BlockingEngine:
 
 
 def test_scheduler_queues_in_order_refuses_when_full_and_cancels_on_close():
-    from z1mlx.engine import Sampling
+    from z1mlx.events import Sampling
 
     engine = BlockingEngine()
     scheduler = Scheduler(engine, workers=1, max_queue=1)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from helpers import one_line_error, z1
-from z1mlx.engine import Done
+from z1mlx.events import Done
 from z1mlx.prompts import solve_messages
 from z1mlx.window import HINT, ShiftedWindow
 
@@ -52,6 +52,26 @@ def test_json_has_every_field_and_matches_the_engine(engine, tiny_model, problem
                 "answer", "code", "ttft_s", "prompt_tps", "generation_tps", "peak_memory_gb"):
         assert key in data
     assert data["budget"] == 12 and data["answer_cap"] == 5
+
+
+def test_min_thinking_json_counts_the_forced_continuations(engine, tiny_model, problem):
+    """--min-thinking through the CLI equals the engine with the same window, and --json
+    says how many continuations were forced."""
+    natural = engine_result(engine, 400, 5)[1]
+    assert not natural.window_hit  # the model ends by itself: a minimum above that forces more
+    minimum = natural.thinking_tokens + 5
+    proc = z1("solve", problem, "--model", tiny_model, "--budget", "400", "--answer-tokens", "5",
+              "--min-thinking", minimum, "--continue-text", " Wait,", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    prompt = engine.chat_prompt(solve_messages(PROBLEM, "py"))
+    window = ShiftedWindow(400, 5, min_thinking=minimum, continue_text=" Wait,")
+    expected = list(engine.generate(prompt, window))[-1].result
+    assert data["thinking_token_ids"] == expected.thinking_token_ids
+    assert data["forced_continuations"] == expected.forced_continuations >= 1
+    assert data["forced_tokens"] == expected.forced_continuations * len(engine.encode(" Wait,"))
+    assert data["min_thinking"] == minimum and " Wait," in data["reasoning"]
+    assert data["thinking_token_ids"][:natural.thinking_tokens] == natural.thinking_token_ids
 
 
 def test_reasoning_to_stderr_answer_to_stdout(engine, tiny_model, problem):

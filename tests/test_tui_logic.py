@@ -3,7 +3,7 @@
 import threading
 
 from test_chat_fixtures import StepClock
-from z1mlx.engine import Done, Shift, TextDelta
+from z1mlx.events import Done, Shift, TextDelta
 from z1mlx.tui import budget_scale as scale
 from z1mlx.tui.stream import ReplyStream, counter_text, shift_mark, status_text
 from z1mlx.window import HINT, WindowControl

@@ -21,7 +21,7 @@ from textual.widgets import Footer, ProgressBar, Static
 
 from z1mlx.answer import extract_code
 from z1mlx.conversation import Conversation
-from z1mlx.engine import Sampling
+from z1mlx.events import Sampling
 from z1mlx.errors import Z1Error
 from z1mlx.history import History
 from z1mlx.settings import load_settings, remember
@@ -74,6 +74,7 @@ class ChatApp(App):
         sampling: Sampling = Sampling(),
         system: str | None = None,
         resume: int | None = None,
+        think: dict | None = None,
         clock: Callable[[], float] = time.perf_counter,
         refresh_interval: float = REFRESH_INTERVAL_S,
     ):
@@ -83,13 +84,14 @@ class ChatApp(App):
         self.settings = load_settings()
         self.engine = engine
         self.loader = loader
-        self.model_label = model_label or (getattr(engine, "label", None) if engine else None) or "model"
+        self.model_label = model_label or (engine.label if engine else None) or "model"
         self.history = history if history is not None else History()
         self.budget_value = self.settings.budget if budget is None else budget
         self.answer_tokens = answer_tokens or self.settings.answer_tokens
         self.sampling = sampling
         self.system = system
         self.resume_id = resume
+        self.think = dict(think or {})  # hint, min_thinking, continue_text for every reply
         self.clock = clock
         self.refresh_interval = refresh_interval
         self.conversation: Conversation | None = None
@@ -165,9 +167,9 @@ class ChatApp(App):
 
     def _engine_ready(self, engine) -> None:
         self.engine = engine
-        self.model_label = getattr(engine, "label", None) or self.model_label
+        self.model_label = engine.label or self.model_label
         self.conversation = Conversation(engine, self.history, system=self.system, answer_tokens=self.answer_tokens,
-                                         sampling=self.sampling)
+                                         sampling=self.sampling, **self.think)
         if self.resume_id is not None:
             self.conversation.resume(self.resume_id)
         self.query_one("#loading").display = False

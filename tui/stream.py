@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from z1mlx.conversation import describe_shift
-from z1mlx.engine import Done, Shift, TextDelta
+from z1mlx.events import Done, Shift, TextDelta
 
 
 @dataclass(frozen=True)

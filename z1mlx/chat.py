@@ -9,9 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cliutil import ArgumentParser, add_backend_args, add_model_args, load_engine, non_negative_float, non_negative_int, positive_int
+from .cliutil import (
+    ArgumentParser, add_backend_args, add_model_args, add_sampling_args, add_window_args, hint_from, load_engine,
+    sampling_from,
+)
 from .errors import Z1Error
-from .window import MAX_BUDGET
+from .window import MAX_BUDGET, ShiftedWindow
 
 EXAMPLES = """\
 examples:
@@ -40,13 +43,6 @@ the XDG config directory. `z1 chat --where` prints both.
 """
 
 
-def budget_arg(text: str) -> int:
-    value = non_negative_int(text)
-    if value > MAX_BUDGET:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_BUDGET}, got {text!r}")
-    return value
-
-
 def conversation_id(text: str) -> int:
     try:
         return int(text.lstrip("#"))
@@ -63,12 +59,8 @@ def build_parser() -> ArgumentParser:
     )
     add_model_args(parser)
     add_backend_args(parser)
-    parser.add_argument("--budget", type=budget_arg, default=None,
-                        help="thinking budget in tokens, 0 answers at once (default: the last one used, else 2048)")
-    parser.add_argument("--answer-tokens", type=positive_int, default=None,
-                        help="cap on the answer after the window shifts (default 1024)")
-    parser.add_argument("--temp", type=non_negative_float, default=0.0,
-                        help="sampling temperature (default 0: greedy, as in the paper)")
+    add_window_args(parser, budget=None, answer_tokens=None, max_budget=MAX_BUDGET)
+    add_sampling_args(parser)
     parser.add_argument("--system", default=None, help="system prompt (default: the model's own)")
     parser.add_argument("--plain", action="store_true", help="the plain REPL instead of the terminal UI")
     parser.add_argument("--resume", nargs="?", type=conversation_id, const=-1, default=None, metavar="ID",
@@ -136,18 +128,22 @@ def main(argv: list[str] | None = None) -> int:
         return export(history, args.export, args.out)
     resume = resolve_resume(history, args.resume)
 
-    from .engine import Sampling
-
     settings = load_settings()
     budget = settings.budget if args.budget is None else args.budget
     answer_tokens = args.answer_tokens or settings.answer_tokens
-    sampling = Sampling(temperature=args.temp)
+    sampling = sampling_from(args)
+    think = {"hint": hint_from(args), "min_thinking": args.min_thinking, "continue_text": args.continue_text}
+    try:
+        ShiftedWindow(budget, answer_tokens, **think)
+    except ValueError as err:
+        raise Z1Error(str(err)) from err
     if args.plain or not sys.stdout.isatty():
         from .conversation import Conversation
         from .repl import run_repl
 
         engine = load_engine(args)
-        conversation = Conversation(engine, history, system=args.system, answer_tokens=answer_tokens, sampling=sampling)
+        conversation = Conversation(engine, history, system=args.system, answer_tokens=answer_tokens, sampling=sampling,
+                                    **think)
         if resume is not None:
             conversation.resume(resume)
         return run_repl(conversation, budget)
@@ -157,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     app = ChatApp(
         loader=lambda: load_engine(args), model_label=args.model or "z1-7b",
         history=history, budget=budget, answer_tokens=answer_tokens, sampling=sampling, system=args.system,
-        resume=resume,
+        resume=resume, think=think,
     )
     app.run()
     return app.return_code or 0

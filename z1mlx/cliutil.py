@@ -70,11 +70,68 @@ def load_engine(args):
     return Engine.load(args.model, adapter=args.adapter)
 
 
-def add_window_args(parser: argparse.ArgumentParser, budget: int = 2048, answer_tokens: int = 1024) -> None:
-    parser.add_argument("--budget", type=non_negative_int, default=budget,
-                        help=f"thinking budget in tokens; 0 answers at once (default {budget})")
+def at_most(parse, limit: int):
+    """An argparse type: `parse`, then no more than `limit`."""
+
+    def bounded(text: str):
+        value = parse(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}, got {text!r}")
+        return value
+
+    return bounded
+
+
+def add_window_args(parser: argparse.ArgumentParser, budget: int | None = 2048, answer_tokens: int | None = 1024,
+                    *, hint: bool = True, max_budget: int | None = None) -> None:
+    """--budget, --answer-tokens, think longer (--min-thinking, --continue-text) and the hint.
+
+    A default of None means "the command decides" (chat: the last budget used)."""
+    from .window import CONTINUE_TEXT
+
+    budget_default = f"default {budget}" if budget is not None else "default: the last one used, else 2048"
+    budget_type = non_negative_int if max_budget is None else at_most(non_negative_int, max_budget)
+    parser.add_argument("--budget", type=budget_type, default=budget,
+                        help=f"thinking budget in tokens; 0 answers at once ({budget_default})")
+    answer_default = answer_tokens if answer_tokens is not None else 1024
     parser.add_argument("--answer-tokens", type=positive_int, default=answer_tokens,
-                        help=f"cap on the answer after the window shifts (default {answer_tokens})")
+                        help=f"cap on the answer after the window shifts (default {answer_default})")
+    parser.add_argument("--min-thinking", type=non_negative_int, default=0, metavar="N",
+                        help="think longer: when the model ends before N thinking tokens, drop its end and feed "
+                        "--continue-text instead (default 0: off)")
+    parser.add_argument("--continue-text", default=CONTINUE_TEXT, metavar="TEXT",
+                        help=f"what --min-thinking feeds in place of an early end (default {CONTINUE_TEXT!r})")
+    if hint:
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--hint", default=None, help="text appended when the window fills (default: Z1's hint)")
+        group.add_argument("--boxed", action="store_true", help="the \\boxed{} variant of the hint, for math")
+
+
+def hint_from(args) -> str:
+    from .window import BOXED_HINT, HINT
+
+    return BOXED_HINT if getattr(args, "boxed", False) else (getattr(args, "hint", None) or HINT)
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, *, what: str = "sampling") -> None:
+    """The sampling flags every command shares (`what` names them in --help, e.g. "default")."""
+    parser.add_argument("--temp", type=non_negative_float, default=0.0,
+                        help=f"{what} temperature (default 0: greedy, as in the paper)")
+    parser.add_argument("--top-p", type=positive_float, default=1.0, help="nucleus sampling (default 1: off)")
+    parser.add_argument("--top-k", type=non_negative_int, default=0, help="top-k sampling (default 0: off)")
+    parser.add_argument("--min-p", type=non_negative_float, default=0.0, help="min-p sampling (default 0: off)")
+    parser.add_argument("--repetition-penalty", type=positive_float, default=None, help="e.g. 1.1 (default: off)")
+    parser.add_argument("--seed", type=non_negative_int, default=None, help="random seed for sampling")
+
+
+def sampling_from(args):
+    """The `Sampling` of parsed sampling flags; a value out of range is a one-line error."""
+    from .events import Sampling
+
+    try:
+        return Sampling(args.temp, args.top_p, args.top_k, args.min_p, args.repetition_penalty, args.seed)
+    except ValueError as err:
+        raise Z1Error(str(err)) from err
 
 
 @contextmanager

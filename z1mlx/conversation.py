@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .engine import Done, Sampling, Shift, TextDelta
+from .backend import Backend
+from .events import Done, Sampling, Shift, TextDelta
 from .errors import Z1Error
 from .history import History, StoredConversation, StoredMessage
-from .window import DEFAULT_ANSWER_TOKENS, HINT, ShiftedWindow, WindowControl
+from .window import CONTINUE_TEXT, DEFAULT_ANSWER_TOKENS, HINT, ShiftedWindow, WindowControl
 
 FLUSH_INTERVAL_S = 1.0
 
@@ -48,13 +49,15 @@ class Conversation:
 
     def __init__(
         self,
-        engine,
+        engine: Backend,
         history: History | None = None,
         *,
         system: str | None = None,
         answer_tokens: int = DEFAULT_ANSWER_TOKENS,
         sampling: Sampling = Sampling(),
         hint: str = HINT,
+        min_thinking: int = 0,
+        continue_text: str = CONTINUE_TEXT,
         clock: Callable[[], float] = time.monotonic,
         flush_interval: float = FLUSH_INTERVAL_S,
     ):
@@ -64,6 +67,8 @@ class Conversation:
         self.answer_tokens = answer_tokens
         self.sampling = sampling
         self.hint = hint
+        self.min_thinking = min_thinking
+        self.continue_text = continue_text
         self.clock = clock
         self.flush_interval = flush_interval
         self.id: int | None = None
@@ -157,7 +162,8 @@ class Conversation:
         return self._run(turn, prompt_ids, control, continuing=False)
 
     def _run(self, turn: Turn, prompt_ids: list[int], control: WindowControl, continuing: bool) -> Iterator:
-        window = ShiftedWindow(budget=control.budget, answer_tokens=self.answer_tokens, hint=self.hint)
+        window = ShiftedWindow(budget=control.budget, answer_tokens=self.answer_tokens, hint=self.hint,
+                               min_thinking=0 if continuing else self.min_thinking, continue_text=self.continue_text)
         thinking_before = turn.thinking if continuing else ""
         thinking_ids_before = (turn.thinking_ids or []) if continuing else []
         thinking_parts, answer_parts = [thinking_before], []
@@ -222,20 +228,13 @@ class Conversation:
 
     # Prompt building
 
-    def _render(self, messages: list[dict]) -> str | None:
-        tokenizer = getattr(self.engine, "tokenizer", None)
-        if tokenizer is None:
-            return None
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def _encode(self, text: str) -> list[int]:
         return self.engine.encode(text) if text else []
 
-    def _prompt(self, messages: list[dict]) -> tuple[str | None, list[int]]:
+    def _prompt(self, messages: list[dict]) -> tuple[str, list[int]]:
         """(text, ids) of the rendered conversation, reusing the exact ids of earlier turns."""
-        text = self._render(messages)
-        if text is None:
-            return None, self.engine.chat_prompt(messages)
+        text = self.engine.render(messages)
         best_text, best_ids = "", []
         for turn in self.turns:
             if turn.prompt_text is None or turn.prompt_ids is None:
@@ -249,7 +248,7 @@ class Conversation:
         return text, list(best_ids) + self._encode(text[len(best_text):])
 
     def _conversation_cache(self):
-        if self._cache is None and hasattr(self.engine, "new_conversation_cache"):
+        if self._cache is None:
             self._cache = self.engine.new_conversation_cache()
         return self._cache
 
@@ -259,7 +258,7 @@ class Conversation:
         if self.history is None:
             return
         if self.id is None:
-            self.id = self.history.new_conversation(model=getattr(self.engine, "name", ""), system=self.system)
+            self.id = self.history.new_conversation(model=self.engine.name, system=self.system)
         self.history.add_message(self.id, turn)
 
     def _update(self, turn: Turn) -> None:

@@ -1,96 +1,22 @@
-"""The generation loop: mlx-lm's `generate_step` with the Shifted Thinking Window.
+"""The local backend: a model loaded with mlx-lm, as a token source for the window driver.
 
-`Engine.generate` yields events (text deltas tagged with their phase, the shift, the
-final result). Both phases run in ONE prompt cache: at the shift only the hint's tokens
-are prefilled, where the reference implementation re-sends prompt + partial text + hint.
-Front ends (solve, chat, TUI, server) consume these events; none of them touches mlx.
+`Engine.generate` hands `window.drive` a `LocalTokens` over mlx-lm's `generate_step` and
+ONE prompt cache: at the shift only the hint's tokens are prefilled, where the reference
+implementation re-sends prompt + partial text + hint. The driver decides everything else.
+Front ends (solve, chat, TUI, server) consume the events; none of them touches mlx.
 """
 
 import json
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator
 
+from .backend import Piece, Segment
 from .errors import Z1Error
-from .window import ShiftedWindow, WindowControl
+from .events import Event, Sampling
+from .window import ShiftedWindow, WindowControl, drive
 
-Phase = Literal["thinking", "answer"]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.0  # greedy, as in the paper's evaluations
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    repetition_penalty: float | None = None
-    seed: int | None = None
-
-    def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top-p must be in (0, 1]")
-        if self.top_k < 0 or not 0 <= self.min_p <= 1:
-            raise ValueError("top-k must be >= 0 and min-p in [0, 1]")
-        if self.repetition_penalty is not None and not 0 < self.repetition_penalty < float("inf"):
-            raise ValueError("repetition penalty must be a number > 0")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ValueError("seed must be a whole number >= 0")
-
-
-@dataclass
-class TextDelta:
-    text: str
-    phase: Phase
-    tokens: int  # tokens generated in this phase so far
-
-
-@dataclass
-class Shift:
-    thinking_tokens: int
-    hint: str
-    reason: Literal["budget", "answer_now"]
-
-
-@dataclass
-class GenerationResult:
-    prompt_tokens: int
-    thinking_tokens: int
-    answer_tokens: int
-    window_hit: bool
-    finish_reason: Literal["stop", "length", "cancelled"]
-    budget: int
-    answer_cap: int
-    hint: str | None
-    shift_reason: str | None
-    thinking_text: str
-    answer_text: str
-    prompt_token_ids: list[int]
-    thinking_token_ids: list[int]
-    hint_token_ids: list[int]
-    answer_token_ids: list[int]
-    ttft_s: float
-    prompt_tps: float
-    generation_tps: float
-    peak_memory_gb: float
-    cached_prompt_tokens: int = 0  # prompt tokens reused from an earlier turn's cache
-
-    @property
-    def text(self) -> str:
-        """The reply as the model saw it: thinking, then hint and answer if it shifted."""
-        return self.thinking_text + (self.hint or "") + self.answer_text
-
-
-@dataclass
-class Done:
-    result: GenerationResult
-
-
-Event = TextDelta | Shift | Done
-
+__all__ = ["ConversationCache", "Engine", "LocalTokens", "Sampling"]
 
 class ConversationCache:
     """A KV cache and the exact token ids it holds, reused across turns.
@@ -181,10 +107,13 @@ class Engine:
 
     # Prompts
 
+    def render(self, messages: list[dict]) -> str:
+        """A conversation rendered with the model's chat template, ready for the reply."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
     def chat_prompt(self, messages: list[dict], prefill: str = "") -> list[int]:
         """Token ids of a conversation rendered with the model's chat template."""
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer.encode(text + prefill, add_special_tokens=False)
+        return self.tokenizer.encode(self.render(messages) + prefill, add_special_tokens=False)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -241,84 +170,13 @@ class Engine:
     ) -> Iterator[Event]:
         """Generate a reply to `prompt` (token ids) under the shifted window, as events."""
         import mlx.core as mx
-        from mlx_lm.generate import generate_step, generation_stream, wired_limit
+        from mlx_lm.generate import generation_stream, wired_limit
 
-        if not prompt:
-            raise Z1Error("the prompt is empty")
-        control = control or WindowControl(window.budget)
         conversation = conversation or self.new_conversation_cache()
-        reused = conversation.reuse(prompt)
-        pending = list(prompt[reused:])  # prompt tokens not yet in the cache
-        sampler, processors = self._sampler_and_processors(sampling)
-        hint_ids = self.encode(window.hint)
-        eos = self.eos_token_ids
-        ids = {"thinking": [], "answer": []}
-        texts = {"thinking": "", "answer": ""}
-        clock = {"start": time.perf_counter(), "first": None, "prefill": 0.0, "hint": 0.0}
-        finish = "length"
-        shift_reason = None
-        shifted = False
-        budget_at_shift = None
-        mx.reset_peak_memory()
-
-        def phase(phase_name: Phase, feed: list[int], cap: int | None):
-            """Stream one phase; the cache holds every token fed and received."""
-            nonlocal finish, shift_reason
-            steps = generate_step(
-                mx.array(feed), self.model, max_tokens=-1, sampler=sampler,
-                logits_processors=self._with_history(processors, conversation.tokens),
-                prompt_cache=conversation.cache,
-            )
-            conversation.tokens.extend(feed)
-            out = ids[phase_name]
-            detok = self._detokenizer()
-            fed_at = time.perf_counter()
-            try:
-                for token, _ in steps:
-                    if not out:  # the phase's first token: its prefill is over
-                        latency = time.perf_counter() - fed_at
-                        if clock["first"] is None:
-                            clock["first"], clock["prefill"] = time.perf_counter(), latency
-                        else:
-                            clock["hint"] = latency
-                    conversation.tokens.append(token)
-                    if token in eos:
-                        finish = "stop"
-                        break
-                    out.append(token)
-                    detok.add_token(token)
-                    yield TextDelta(detok.last_segment, phase_name, len(out))
-                    if control.cancelled:
-                        finish = "cancelled"
-                        break
-                    if cap is None:
-                        shift_reason = control.shift_reason(len(out))
-                        if shift_reason:
-                            break
-                    elif len(out) >= cap:
-                        break
-            finally:
-                steps.close()
-            detok.finalize()
-            if tail := detok.last_segment:
-                yield TextDelta(tail, phase_name, len(out))
-            texts[phase_name] = detok.text
-
+        source = LocalTokens(self, conversation, sampling)
         try:
             with wired_limit(self.model, [generation_stream]):
-                if control.cancelled:
-                    finish = "cancelled"
-                else:
-                    shift_reason = control.shift_reason(0)  # budget 0 or answer-now: no thinking
-                    if shift_reason is None:
-                        yield from phase("thinking", pending, None)
-                        pending = []
-                if shift_reason and finish == "length":
-                    # The window is hit: the hint goes into the same cache, then the answer.
-                    shifted = True
-                    budget_at_shift = control.budget  # the window that was hit, whatever moves later
-                    yield Shift(len(ids["thinking"]), window.hint, shift_reason)
-                    yield from phase("answer", pending + hint_ids, window.answer_tokens)
+                yield from drive(source, prompt, window, control, self.encode)
         except GeneratorExit:
             raise  # the consumer stopped reading: the cache still holds exactly its tokens
         except BaseException:
@@ -328,30 +186,80 @@ class Engine:
             mx.random.seed(int.from_bytes(os.urandom(4), "little"))
             raise
 
-        ended = time.perf_counter()
-        window_hit = shifted
-        generated = len(ids["thinking"]) + len(ids["answer"])
-        first = clock["first"]
-        decode_seconds = (ended - first - clock["hint"]) if first else 0.0
-        yield Done(GenerationResult(
-            prompt_tokens=len(prompt),
-            thinking_tokens=len(ids["thinking"]),
-            answer_tokens=len(ids["answer"]),
-            window_hit=window_hit,
-            finish_reason=finish,
-            budget=control.budget if budget_at_shift is None else budget_at_shift,
-            answer_cap=window.answer_tokens,
-            hint=window.hint if window_hit else None,
-            shift_reason=shift_reason if window_hit else None,
-            thinking_text=texts["thinking"],
-            answer_text=texts["answer"],
-            prompt_token_ids=list(prompt),
-            thinking_token_ids=ids["thinking"],
-            hint_token_ids=hint_ids if window_hit else [],
-            answer_token_ids=ids["answer"],
-            ttft_s=(first - clock["start"]) if first else 0.0,
-            prompt_tps=(len(prompt) - reused) / clock["prefill"] if clock["prefill"] > 0 else 0.0,
-            generation_tps=(generated - 1) / decode_seconds if generated > 1 and decode_seconds > 0 else 0.0,
-            peak_memory_gb=mx.get_peak_memory() / 1e9,
-            cached_prompt_tokens=reused,
-        ))
+
+class LocalTokens:
+    """`generate_step` over one `ConversationCache`, segment after segment (see `backend.TokenSource`).
+
+    mlx-lm feeds each token it yields into the cache before yielding it, so after a
+    segment the cache holds every token received, an end token included (`drop_end`
+    trims it for think-longer).
+    """
+
+    exact_counts = True
+    reports_prefill = True
+
+    def __init__(self, engine: Engine, conversation: ConversationCache, sampling: Sampling):
+        self.engine = engine
+        self.conversation = conversation
+        self.sampler, self.processors = engine._sampler_and_processors(sampling)
+        self.pending: list[int] = []  # prompt tokens not yet in the cache
+
+    def begin(self, prompt: list[int]) -> int:
+        import mlx.core as mx
+
+        mx.reset_peak_memory()
+        reused = self.conversation.reuse(prompt)
+        self.pending = list(prompt[reused:])
+        return reused
+
+    def stream(self, feed_ids: list[int], feed_text: str, limit: int,
+               should_stop: Callable[[int], str | None]) -> Iterator[Piece]:
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step
+
+        conversation, eos = self.conversation, self.engine.eos_token_ids
+        feed = self.pending + list(feed_ids)
+        self.pending = []
+        if not feed:
+            # Go on from the last token: its logits were not kept, so feed it again.
+            from mlx_lm.models.cache import trim_prompt_cache
+
+            trim_prompt_cache(conversation.cache, 1)
+            feed = [conversation.tokens.pop()]
+        steps = generate_step(
+            mx.array(feed), self.engine.model, max_tokens=-1, sampler=self.sampler,
+            logits_processors=self.engine._with_history(self.processors, conversation.tokens),
+            prompt_cache=conversation.cache,
+        )
+        conversation.tokens.extend(feed)
+        out: list[int] = []
+        detok = self.engine._detokenizer()
+        end = "stopped"
+        try:
+            for token, _ in steps:
+                conversation.tokens.append(token)
+                if token in eos:
+                    end = "stop"
+                    break
+                out.append(token)
+                detok.add_token(token)
+                yield Piece(detok.last_segment, [token], len(out))
+                if should_stop(len(out)):
+                    break
+        finally:
+            steps.close()
+        detok.finalize()
+        if tail := detok.last_segment:
+            yield Piece(tail, [], len(out))
+        return Segment(end, detok.text, out, len(out))  # type: ignore[arg-type]
+
+    def drop_end(self) -> None:
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        trim_prompt_cache(self.conversation.cache, 1)
+        self.conversation.tokens.pop()
+
+    def peak_memory_gb(self) -> float:
+        import mlx.core as mx
+
+        return mx.get_peak_memory() / 1e9

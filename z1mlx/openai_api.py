@@ -9,6 +9,8 @@ Per request, on top of the usual fields:
   (an explicit budget wins);
 - `max_tokens` (or `max_completion_tokens`): the answer cap after the window shifts;
 - `thinking_hint`: the text appended when the window fills (default: Z1's hint);
+- `min_thinking_tokens` (think longer): an end of turn before this many thinking tokens is
+  replaced by `continue_text` (default "\\n\\nWait") and thinking goes on;
 - `return_token_ids`: add the exact token ids of every part to the `z1` object.
 
 What the reply fields mean (Z1 has no tags that separate thinking from answer):
@@ -28,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .answer import split_reply
-from .engine import Done, GenerationResult, Sampling, Shift, TextDelta
-from .window import DEFAULT_ANSWER_TOKENS, DEFAULT_BUDGET, HINT, MAX_BUDGET, ShiftedWindow
+from .events import Done, GenerationResult, Sampling, Shift, TextDelta
+from .window import CONTINUE_TEXT, DEFAULT_ANSWER_TOKENS, DEFAULT_BUDGET, HINT, MAX_BUDGET, ShiftedWindow
 
 REASONING_EFFORT_BUDGETS = {"none": 0, "low": 1024, "medium": 2048, "high": 4096}
 MAX_ANSWER_TOKENS = 32768
@@ -42,6 +44,7 @@ _COMMON = {
     "model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
     "min_p", "repetition_penalty", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "logprobs",
     "thinking_budget", "max_thinking_tokens", "reasoning_effort", "thinking_hint", "return_token_ids",
+    "min_thinking_tokens", "continue_text",
 }
 # Accepted and ignored: bookkeeping fields that do not change the generation.
 _IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls"}
@@ -87,6 +90,8 @@ class Defaults:
     answer_tokens: int = DEFAULT_ANSWER_TOKENS
     temperature: float = 0.0  # greedy, as in the paper
     hint: str = HINT
+    min_thinking: int = 0
+    continue_text: str = CONTINUE_TEXT
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,15 @@ def _window(body: dict, defaults: Defaults) -> ShiftedWindow:
     hint = body.get("thinking_hint")
     if hint is not None and (not isinstance(hint, str) or not hint or len(hint) > MAX_HINT_CHARS):
         raise _bad(f"thinking_hint must be a non-empty string of at most {MAX_HINT_CHARS} characters", "thinking_hint")
-    return ShiftedWindow(_budget(body, defaults), answer or defaults.answer_tokens, hint or defaults.hint)
+    min_thinking = _int(body, "min_thinking_tokens", 0, MAX_BUDGET)
+    continue_text = body.get("continue_text")
+    if continue_text is not None and (not isinstance(continue_text, str) or not continue_text
+                                      or len(continue_text) > MAX_HINT_CHARS):
+        raise _bad(f"continue_text must be a non-empty string of at most {MAX_HINT_CHARS} characters",
+                   "continue_text")
+    return ShiftedWindow(_budget(body, defaults), answer or defaults.answer_tokens, hint or defaults.hint,
+                         defaults.min_thinking if min_thinking is None else min_thinking,
+                         continue_text or defaults.continue_text)
 
 
 def _sampling(body: dict, defaults: Defaults) -> Sampling:
@@ -399,6 +412,8 @@ class Reply:
     budget: int
     answer_cap: int
     token_ids: dict | None = None
+    min_thinking: int = 0
+    forced_continuations: int = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -418,6 +433,7 @@ class Reply:
             "window_hit": self.window_hit, "shift_reason": self.shift_reason, "budget": self.budget,
             "answer_cap": self.answer_cap, "thinking_tokens": self.reasoning_tokens,
             "answer_tokens": self.answer_tokens, "hint": self.hint, "hint_tokens": self.hint_tokens,
+            "min_thinking_tokens": self.min_thinking, "forced_continuations": self.forced_continuations,
         }
         if self.token_ids is not None:
             info.update(self.token_ids)
@@ -508,6 +524,8 @@ class ReplyAssembler:
             budget=result.budget,
             answer_cap=result.answer_cap,
             token_ids=ids,
+            min_thinking=result.min_thinking,
+            forced_continuations=result.forced_continuations,
         )
         return out
 

@@ -39,12 +39,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
-from .engine import Done, GenerationResult, Sampling, Shift, TextDelta
+from .backend import Piece, Segment
 from .errors import ModelNotAvailable, Z1Error
-from .window import ShiftedWindow, WindowControl
+from .events import Event, Sampling
+from .window import ShiftedWindow, WindowControl, drive
 
 DEFAULT_TIMEOUT = 600.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -314,17 +315,6 @@ class RemoteConversation:
         return 0
 
 
-@dataclass
-class _Phase:
-    text: str
-    tokens: int
-    token_ids: list[int]
-    finish: str  # "stop", "length", "shift" (ended here for the window), "cancelled"
-    cached_tokens: int
-    first_text_at: float | None
-    shift_reason: str | None = None  # why the window ended a thinking phase here
-
-
 class RemoteEngine:
     """The shifted window over HTTP; `generate` yields the events `Engine.generate` yields."""
 
@@ -381,8 +371,11 @@ class RemoteEngine:
 
     # Prompts, as Engine renders them
 
+    def render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
     def chat_prompt(self, messages: list[dict], prefill: str = "") -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefill
+        text = self.render(messages) + prefill
         ids = self.encode(text)
         with self._lock:
             self._rendered[tuple(ids)] = text
@@ -404,70 +397,6 @@ class RemoteEngine:
             text = self._rendered.get(tuple(prompt))
         return text if text is not None else self.decode(prompt)
 
-    def _stream_phase(self, phase, text: str, max_tokens: int, sampling: Sampling, control: WindowControl,
-                      offset: int):
-        """Stream one completion as TextDeltas; returns a `_Phase` (via `yield from`)."""
-        import httpx
-
-        body = completion_body(self.served_model if self.name_model else None, text, max_tokens, sampling)
-        response = self.http.send("POST", "/v1/completions", body, stream=True)
-        pieces, server_ids, have_ids = [], [], False
-        finish, usage, first, received = None, None, None, 0
-        ended_here = shift_reason = None
-        try:
-            if "json" in response.headers.get("content-type", ""):
-                response.read()  # a server that ignores stream=true answers in one piece
-                payloads = iter([response.json()])
-            elif "text/event-stream" in response.headers.get("content-type", ""):
-                payloads = iter_sse(response.iter_lines())
-            else:
-                raise DialectError(f"{self.base}: /v1/completions answered {response.headers.get('content-type')!r}, "
-                                   "not an event stream")
-            for payload in payloads:
-                chunk = read_chunk(payload)
-                usage = chunk.usage or usage
-                if chunk.token_ids is not None:
-                    have_ids = True
-                    server_ids.extend(chunk.token_ids)
-                if chunk.text:
-                    first = first or time.perf_counter()
-                    received = max(received + 1, len(server_ids))  # about one chunk per token
-                    pieces.append(chunk.text)
-                    yield TextDelta(chunk.text, phase, offset + received)
-                finish = chunk.finish_reason or finish
-                if control.cancelled:
-                    ended_here = "cancelled"
-                elif phase == "thinking" and (reason := control.shift_reason(offset + received)):
-                    # Answer now, or a budget lowered under this request's cap. At the cap
-                    # itself the server stops alone, with an exact count.
-                    if reason == "answer_now" or control.budget < offset + max_tokens:
-                        ended_here, shift_reason = "shift", reason
-                if ended_here:
-                    break
-        except httpx.HTTPError as err:
-            raise Z1Error(f"lost the connection to {self.base} mid-reply ({type(err).__name__})")
-        except ValueError as err:
-            raise DialectError(f"{self.base}: /v1/completions returned something else than JSON ({err})")
-        finally:
-            response.close()  # closing mid-stream makes the server stop generating
-        text = "".join(pieces)
-        if ended_here is None and finish is None:
-            raise DialectError(f"{self.base}: the completion stream ended without a finish_reason")
-        finish = ended_here or ("length" if finish == "length" else "stop")
-        while have_ids and server_ids and server_ids[-1] in self.eos_token_ids:
-            server_ids.pop()
-        ids = server_ids if have_ids else self.encode(text)
-        tokens = len(ids)
-        if ended_here:
-            tokens = received  # what streamed so far, as the live counts showed it
-        elif finish == "length":
-            # Cut by its cap: the server's count is exact (and so is max_tokens).
-            reported = (usage or {}).get("completion_tokens")
-            tokens = reported if isinstance(reported, int) and 0 < reported <= max_tokens else max_tokens
-        details = (usage or {}).get("prompt_tokens_details") or {}
-        cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        return _Phase(text, tokens, ids, finish, cached if isinstance(cached, int) else 0, first, shift_reason)
-
     # Generation
 
     def generate(
@@ -476,69 +405,99 @@ class RemoteEngine:
         window: ShiftedWindow = ShiftedWindow(),
         sampling: Sampling = Sampling(),
         control: WindowControl | None = None,
-        conversation=None,
-    ) -> Iterator:
+        conversation: RemoteConversation | None = None,
+    ) -> Iterator[Event]:
         """Generate a reply to `prompt` (token ids) under the shifted window, as events."""
-        if not prompt:
-            raise Z1Error("the prompt is empty")
-        control = control or WindowControl(window.budget)
-        prompt_text = self._prompt_text(prompt)
-        hint_ids = self.encode(window.hint)
-        start = time.perf_counter()
-        thinking, thinking_ids, thinking_tokens = "", [], 0
-        finish, shift_reason, cached, first = "length", None, 0, None
-        answer = _Phase("", 0, [], "length", 0, None)
-        if control.cancelled:
-            finish = "cancelled"
-        else:
-            shift_reason = control.shift_reason(0)  # budget 0 or answer-now: no thinking
-            while shift_reason is None:
-                part = yield from self._stream_phase("thinking", prompt_text + thinking,
-                                                     control.budget - thinking_tokens, sampling, control,
-                                                     thinking_tokens)
-                thinking += part.text
-                thinking_ids += part.token_ids
-                thinking_tokens += part.tokens
-                cached = cached or part.cached_tokens
-                first = first or part.first_text_at
-                if part.finish in ("stop", "cancelled"):
-                    finish = part.finish
+        return drive(RemoteTokens(self, sampling), prompt, window, control, self.encode)
+
+
+class RemoteTokens:
+    """Completions requests as a token source (see `backend.TokenSource`).
+
+    The context is text: each segment sends the prompt's text plus everything fed and
+    generated so far, with `max_tokens` = the segment's limit, and streams the reply.
+    Live counts are estimates (about one chunk per token); a segment's final count is
+    exact when the server stopped it (its usage, or max_tokens).
+    """
+
+    exact_counts = False
+    reports_prefill = False  # the server's prefill is not visible from here
+
+    def __init__(self, engine: "RemoteEngine", sampling: Sampling):
+        self.engine = engine
+        self.sampling = sampling
+        self.text = ""
+
+    def begin(self, prompt: list[int]) -> int:
+        self.text = self.engine._prompt_text(prompt)
+        return 0
+
+    def drop_end(self) -> None:
+        pass  # the server drops the end token's text itself
+
+    def peak_memory_gb(self) -> float:
+        return 0.0
+
+    def stream(self, feed_ids: list[int], feed_text: str, limit: int,
+               should_stop: Callable[[int], str | None]) -> Iterator[Piece]:
+        import httpx
+
+        engine = self.engine
+        self.text += feed_text
+        body = completion_body(engine.served_model if engine.name_model else None, self.text, limit, self.sampling)
+        response = engine.http.send("POST", "/v1/completions", body, stream=True)
+        pieces: list[str] = []
+        server_ids: list[int] = []
+        have_ids, finish, usage, received, stopped = False, None, None, 0, False
+        try:
+            if "json" in response.headers.get("content-type", ""):
+                response.read()  # a server that ignores stream=true answers in one piece
+                payloads = iter([response.json()])
+            elif "text/event-stream" in response.headers.get("content-type", ""):
+                payloads = iter_sse(response.iter_lines())
+            else:
+                raise DialectError(f"{engine.base}: /v1/completions answered "
+                                   f"{response.headers.get('content-type')!r}, not an event stream")
+            for payload in payloads:
+                chunk = read_chunk(payload)
+                usage = chunk.usage or usage
+                if chunk.token_ids is not None:
+                    have_ids = True
+                    server_ids.extend(chunk.token_ids)
+                if chunk.text:
+                    received = max(received + 1, len(server_ids))  # about one chunk per token
+                    pieces.append(chunk.text)
+                    yield Piece(chunk.text, list(chunk.token_ids or []), received)
+                finish = chunk.finish_reason or finish
+                if should_stop(received):
+                    stopped = True
                     break
-                shift_reason = part.shift_reason or control.shift_reason(thinking_tokens)
-                if shift_reason is None and part.tokens == 0:
-                    shift_reason = "budget"  # the server stops short of the budget (its own cap): answer
-                # Otherwise the budget was raised while streaming: think on from here.
-        shifted = shift_reason is not None and finish == "length"
-        if shifted:
-            yield Shift(thinking_tokens, window.hint, shift_reason)
-            answer = yield from self._stream_phase("answer", prompt_text + thinking + window.hint,
-                                                   window.answer_tokens, sampling, control, 0)
-            finish = answer.finish  # stop, length or cancelled: "shift" only ends a thinking phase
-            first = first or answer.first_text_at
-        ended = time.perf_counter()
-        generated = thinking_tokens + answer.tokens
-        yield Done(GenerationResult(
-            prompt_tokens=len(prompt),
-            thinking_tokens=thinking_tokens,
-            answer_tokens=answer.tokens,
-            window_hit=shifted,
-            finish_reason=finish,
-            budget=control.budget,
-            answer_cap=window.answer_tokens,
-            hint=window.hint if shifted else None,
-            shift_reason=shift_reason if shifted else None,
-            thinking_text=thinking,
-            answer_text=answer.text,
-            prompt_token_ids=list(prompt),
-            thinking_token_ids=thinking_ids,
-            hint_token_ids=hint_ids if shifted else [],
-            answer_token_ids=answer.token_ids,
-            ttft_s=(first - start) if first else 0.0,
-            prompt_tps=0.0,  # the server's prefill is not visible from here
-            generation_tps=(generated - 1) / (ended - first) if first and generated > 1 and ended > first else 0.0,
-            peak_memory_gb=0.0,
-            cached_prompt_tokens=cached,
-        ))
+        except httpx.HTTPError as err:
+            raise Z1Error(f"lost the connection to {engine.base} mid-reply ({type(err).__name__})") from err
+        except ValueError as err:
+            raise DialectError(f"{engine.base}: /v1/completions returned something else than JSON ({err})") from err
+        finally:
+            response.close()  # closing mid-stream makes the server stop generating
+        text = "".join(pieces)
+        self.text += text
+        if not stopped and finish is None:
+            raise DialectError(f"{engine.base}: the completion stream ended without a finish_reason")
+        while have_ids and server_ids and server_ids[-1] in engine.eos_token_ids:
+            server_ids.pop()
+        ids = server_ids if have_ids else engine.encode(text)
+        tokens = len(ids)
+        if stopped:
+            end = "stopped"
+            tokens = received  # what streamed so far, as the live counts showed it
+        elif finish == "length":
+            end = "length"  # cut by its cap: the server's count is exact (and so is max_tokens)
+            reported = (usage or {}).get("completion_tokens")
+            tokens = reported if isinstance(reported, int) and 0 < reported <= limit else limit
+        else:
+            end = "stop"
+        details = (usage or {}).get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return Segment(end, text, ids, tokens, cached if isinstance(cached, int) else 0)  # type: ignore[arg-type]
 
 
 def _load_tokenizer(path: Path):

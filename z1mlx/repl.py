@@ -18,7 +18,7 @@ from rich.text import Text
 from . import locations
 from .cliutil import cancel_on_interrupt
 from .conversation import Conversation, describe_shift
-from .engine import Done, Shift, TextDelta
+from .events import Done, Shift, TextDelta
 from .errors import Z1Error
 from .settings import remember
 from .window import MAX_BUDGET, WindowControl
@@ -125,7 +125,7 @@ class Repl:
         self.console.print(Text(text, style=style))
 
     def run(self) -> int:
-        label = getattr(self.conversation.engine, "label", "model")
+        label = self.conversation.engine.label
         self.say(f"z1 chat · {label} · budget {self.budget} · /help for commands, Ctrl+D to leave")
         while True:
             try:

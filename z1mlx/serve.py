@@ -30,8 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from .cliutil import ArgumentParser, add_backend_args, add_model_args, add_window_args, load_engine, positive_int
-from .engine import Sampling
+from .cliutil import (
+    ArgumentParser, add_backend_args, add_model_args, add_window_args, hint_from, load_engine, non_negative_float,
+    positive_int,
+)
+from .events import Sampling
 from .errors import Z1Error
 from .openai_api import (
     SSE_DONE, APIError, CompletionRequest, Defaults, ReplyAssembler, ResponseShape, parse_chat, parse_completion,
@@ -448,7 +451,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     add_window_args(parser)
-    parser.add_argument("--temp", type=float, default=0.0,
+    parser.add_argument("--temp", type=non_negative_float, default=0.0,
                         help="temperature for requests that set none (default 0: greedy, as in the paper)")
     parser.add_argument("--api-key", default=None,
                         help=f"require 'Authorization: Bearer KEY' on /v1 routes (or ${API_KEY_ENV})")
@@ -489,10 +492,12 @@ def engine_and_parallel(args):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        defaults = Defaults(args.budget, args.answer_tokens, args.temp)
+        defaults = Defaults(args.budget, args.answer_tokens, args.temp, hint_from(args), args.min_thinking,
+                            args.continue_text)
+        ShiftedWindow(args.budget, args.answer_tokens, defaults.hint, args.min_thinking, args.continue_text)
         Sampling(temperature=args.temp)
     except ValueError as err:
-        raise Z1Error(str(err))
+        raise Z1Error(str(err)) from err
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     sock = bind_socket(args.host, args.port)
     try:
@@ -508,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         print(warning, file=sys.stderr)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    label = getattr(engine, "label", engine.name)
+    label = engine.label
     print(f"[z1] serving {label} at http://{shown}:{port}/v1 · budget {args.budget} · "
           f"answer cap {args.answer_tokens}{' · API key required' if api_key else ''} · Ctrl+C stops",
           file=sys.stderr, flush=True)

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .answer import extract_code, reasoning_and_answer
-from .cliutil import ArgumentParser, add_backend_args, add_model_args, add_window_args, cancel_on_interrupt, load_engine, non_negative_float
+from .cliutil import (
+    ArgumentParser, add_backend_args, add_model_args, add_sampling_args, add_window_args, cancel_on_interrupt, hint_from,
+    load_engine, sampling_from,
+)
 from .errors import Z1Error
 from .fsutil import atomic_write_text
 from .prompts import solve_messages
-from .window import BOXED_HINT, HINT, ShiftedWindow, WindowControl
+from .window import ShiftedWindow, WindowControl
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -103,6 +106,12 @@ class Streamer:
             sys.stderr.write(f"\n\n── {why}: I overthought it, the final answer should be: ──\n\n")
             sys.stderr.flush()
 
+    def note(self, text: str) -> None:
+        """A mark in the reasoning stream (not model text), like the shift's."""
+        if self.show_reasoning:
+            sys.stderr.write(f"{DIM}⟨{text}⟩{RESET}" if self.dim else f"⟨{text}⟩")
+            sys.stderr.flush()
+
     def answer(self, text: str) -> None:
         if self.stream_answer and text:
             sys.stdout.write(text)
@@ -114,6 +123,7 @@ def summary_line(result, budget: int) -> str:
         f"thinking {result.thinking_tokens}/{budget} tokens",
         f"answer {result.answer_tokens} tokens",
         "window hit" if result.window_hit else "ended inside the window",
+        *([f"thought longer {result.forced_continuations}x"] if result.forced_continuations else []),
         f"{result.generation_tps:.1f} tok/s",
         f"ttft {result.ttft_s:.2f}s",
         f"peak {result.peak_memory_gb:.2f} GB",
@@ -140,6 +150,9 @@ def result_json(engine_name: str, result, reasoning: str, answer: str, code: str
         "hint_token_ids": result.hint_token_ids,
         "shift_reason": result.shift_reason,
         "cached_prompt_tokens": result.cached_prompt_tokens,
+        "min_thinking": result.min_thinking,
+        "forced_continuations": result.forced_continuations,
+        "forced_tokens": result.forced_tokens,
         "reasoning": reasoning,
         "answer": answer,
         "code": code,
@@ -165,15 +178,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object with text, token ids and stats")
     parser.add_argument("--out", type=Path, help="write the final code block to this file (atomically)")
     parser.add_argument("--check", action="store_true", help="run the code against the problem's doctests/asserts in a sandbox")
-    parser.add_argument("--temp", type=non_negative_float, default=0.0, help="sampling temperature (default 0: greedy, as in the paper)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1: off)")
-    parser.add_argument("--top-k", type=int, default=0, help="top-k sampling (default 0: off)")
-    parser.add_argument("--min-p", type=float, default=0.0, help="min-p sampling (default 0: off)")
-    parser.add_argument("--repetition-penalty", type=float, default=None, help="e.g. 1.1 (default: off)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    hint = parser.add_mutually_exclusive_group()
-    hint.add_argument("--hint", default=None, help="text appended when the window fills (default: Z1's hint)")
-    hint.add_argument("--boxed", action="store_true", help="the \\boxed{} variant of the hint, for math")
+    add_sampling_args(parser)
     parser.add_argument("--system", default=None, help="system prompt (default: the model's own)")
     parser.add_argument("--quiet", "-q", action="store_true", help="do not show the reasoning")
     add_backend_args(parser)
@@ -182,17 +187,17 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .engine import Done, Sampling, Shift, TextDelta
+    from .events import Continuation, Done, Shift, TextDelta
 
     problem = read_problem(args.problem)
     try:
-        window = ShiftedWindow(args.budget, args.answer_tokens, BOXED_HINT if args.boxed else (args.hint or HINT))
-        sampling = Sampling(args.temp, args.top_p, args.top_k, args.min_p, args.repetition_penalty, args.seed)
+        window = ShiftedWindow(args.budget, args.answer_tokens, hint_from(args), args.min_thinking, args.continue_text)
     except ValueError as err:
-        raise Z1Error(str(err))
+        raise Z1Error(str(err)) from err
+    sampling = sampling_from(args)
     engine = load_engine(args)
     if not args.quiet:
-        print(f"[z1] model {getattr(engine, 'label', engine.name)} · budget {window.budget} · answer cap {window.answer_tokens}", file=sys.stderr)
+        print(f"[z1] model {engine.label} · budget {window.budget} · answer cap {window.answer_tokens}", file=sys.stderr)
     prompt = engine.chat_prompt(solve_messages(problem.source, problem.kind, args.system))
 
     show = not args.quiet and (not args.json or sys.stderr.isatty())
@@ -205,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 (streamer.thinking if event.phase == "thinking" else streamer.answer)(event.text)
             elif isinstance(event, Shift):
                 streamer.shift(event.thinking_tokens, event.reason)
+            elif isinstance(event, Continuation):
+                streamer.note(f"thinking longer ({event.thinking_tokens} < {window.min_thinking} tokens)")
             elif isinstance(event, Done):
                 result = event.result
 
