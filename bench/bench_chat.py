@@ -29,8 +29,16 @@ def build_model(root: Path, name: str, spec) -> Path:
     source = build_checkpoint(root / f"{name}-hf", spec)
     out = root / name
     quantize = spec.hidden_size >= 512  # the wide model as Z1 ships: 4-bit (float32 scales on CPU)
-    convert_checkpoint(locate(str(source)), out, quantize=quantize, q_bits=4, q_group_size=64, dtype="float32",
-                       verify=False, log=lambda m: None)
+    convert_checkpoint(
+        locate(str(source)),
+        out,
+        quantize=quantize,
+        q_bits=4,
+        q_group_size=64,
+        dtype="float32",
+        verify=False,
+        log=lambda m: None,
+    )
     return out
 
 
@@ -39,8 +47,15 @@ def ttft_model_spec():
     attention over a long history costs what it costs Z1 relative to the rest."""
     from z1mlx.convert.demo import TinySpec
 
-    return TinySpec(hidden_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1,
-                    intermediate_size=2816, eos_boost=0.0, weight_std=0.05)
+    return TinySpec(
+        hidden_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        intermediate_size=2816,
+        eos_boost=0.0,
+        weight_std=0.05,
+    )
 
 
 def decode_model_spec():
@@ -59,7 +74,7 @@ def question(turn: int) -> str:
 def ttft_per_turn(engine, turns: int, budget: int, answer: int):
     """Time to first token of each turn of one conversation (cache reused), and the
     same at the last turn with a fresh cache (the whole conversation prefilled)."""
-    from z1mlx.conversation import Conversation
+    from z1mlx.chat.conversation import Conversation
     from z1mlx.window import WindowControl
 
     chat = Conversation(engine, answer_tokens=answer)
@@ -91,7 +106,7 @@ def headless_decode(engine, prompt: list[int], budget: int, answer: int) -> floa
 
 def tui_decode(engine, text: str, budget: int, answer: int, store: Path) -> float:
     """One reply sent through the real app, rendered by Textual's headless driver."""
-    from z1mlx.history import History
+    from z1mlx.chat.history import History
     from z1mlx.tui.app import ChatApp
     from z1mlx.tui.prompt import PromptInput
 
@@ -127,17 +142,22 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         engine = Engine.load(args.model or str(build_model(tmp, "chat-ttft", ttft_model_spec())))
         ttft_per_turn(engine, 2, 16, 8)  # warm-up: kernels, allocator
-        print(f"1. time to first token by turn: {engine.label}\n"
-              f"   {args.turns} turns, budget {args.budget}, answer {args.answer_tokens}; median of {args.repeats}")
+        print(
+            f"1. time to first token by turn: {engine.label}\n"
+            f"   {args.turns} turns, budget {args.budget}, answer {args.answer_tokens}; median of {args.repeats}"
+        )
         runs = [ttft_per_turn(engine, args.turns, args.budget, args.answer_tokens) for _ in range(args.repeats)]
         by_turn = [statistics.median(run[0][i] for run in runs) for i in range(args.turns)]
         context = runs[-1][1].last_result.prompt_tokens
         print("   by turn (ms): " + " ".join(f"{t * 1000:.0f}" for t in by_turn))
-        print(f"   turn 1 {by_turn[0] * 1000:.1f} ms, turn {args.turns} {by_turn[-1] * 1000:.1f} ms "
-              f"({context} prompt tokens): ratio {by_turn[-1] / by_turn[0]:.2f}   (goal <= 1.5)")
+        print(
+            f"   turn 1 {by_turn[0] * 1000:.1f} ms, turn {args.turns} {by_turn[-1] * 1000:.1f} ms "
+            f"({context} prompt tokens): ratio {by_turn[-1] / by_turn[0]:.2f}   (goal <= 1.5)"
+        )
         fresh = ttft_without_reuse(runs[-1][1], args.budget)
-        print(f"   without the cache, turn {args.turns} would take {fresh * 1000:.1f} ms "
-              f"(ratio {fresh / by_turn[0]:.2f})")
+        print(
+            f"   without the cache, turn {args.turns} would take {fresh * 1000:.1f} ms (ratio {fresh / by_turn[0]:.2f})"
+        )
 
         if not args.model:
             engine = Engine.load(str(build_model(tmp, "chat-decode", decode_model_spec())))
@@ -145,8 +165,9 @@ def main(argv=None) -> int:
         budget = args.decode_tokens - 100
         text = question(1)
         prompt = engine.chat_prompt([{"role": "user", "content": text}])
-        print(f"\n2. decode tokens/s: {engine.label}\n"
-              f"   {budget} thinking + 100 answer tokens; median of {args.repeats}")
+        print(
+            f"\n2. decode tokens/s: {engine.label}\n   {budget} thinking + 100 answer tokens; median of {args.repeats}"
+        )
         headless, tui = [], []
         for i in range(args.repeats):
             headless.append(headless_decode(engine, prompt, budget, 100))

@@ -24,20 +24,27 @@ def build_model(root: Path) -> Path:
     from z1mlx.convert.demo import TinySpec, build_checkpoint
     from z1mlx.convert.source import locate
 
-    spec = TinySpec(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
-                    intermediate_size=1536, eos_boost=0.0, weight_std=0.05)
+    spec = TinySpec(
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=1536,
+        eos_boost=0.0,
+        weight_std=0.05,
+    )
     source = build_checkpoint(root / "bench-hf", spec)
     out = root / "bench-4bit"
-    convert_checkpoint(locate(str(source)), out, q_bits=4, q_group_size=64, dtype="float32", verify=False, log=lambda m: None)
+    convert_checkpoint(
+        locate(str(source)), out, q_bits=4, q_group_size=64, dtype="float32", verify=False, log=lambda m: None
+    )
     return out
 
 
 def mlx_lm_decode(engine, prompt, n):
     from mlx_lm import stream_generate
 
-    last = None
-    for last in stream_generate(engine.model, engine.tokenizer, prompt, max_tokens=n):
-        pass
+    *_, last = stream_generate(engine.model, engine.tokenizer, prompt, max_tokens=n)
     return last.generation_tps
 
 
@@ -131,13 +138,19 @@ def main(argv=None) -> int:
 
     print(f"model: random Qwen2 hidden 512, 8 layers, 4-bit (float32 scales); {sys.platform}")
     print(f"{'benchmark':<52} {'z1':>10} {'mlx-lm/ref':>11} {'ratio':>7}  goal")
-    print(f"{'1. decode tokens/s (' + str(decode_tokens) + ' tokens)':<52} {statistics.median(ours):>10.1f} "
-          f"{statistics.median(theirs):>11.1f} {decode_ratio:>7.3f}  >= 0.97")
-    print(f"{f'2. window hit ({budget}+hint+{answer}) vs plain, seconds':<52} {statistics.median(hit_times):>10.3f} "
-          f"{statistics.median(plain_times):>11.3f} {hit_ratio:>7.3f}  <= 1.03")
+    print(
+        f"{'1. decode tokens/s (' + str(decode_tokens) + ' tokens)':<52} {statistics.median(ours):>10.1f} "
+        f"{statistics.median(theirs):>11.1f} {decode_ratio:>7.3f}  >= 0.97"
+    )
+    print(
+        f"{f'2. window hit ({budget}+hint+{answer}) vs plain, seconds':<52} {statistics.median(hit_times):>10.3f} "
+        f"{statistics.median(plain_times):>11.3f} {hit_ratio:>7.3f}  <= 1.03"
+    )
     for b, ours_s, ref_s in latency_rows:
-        print(f"{f'3. cap -> first answer token at B={b}, seconds':<52} {ours_s:>10.4f} {ref_s:>11.4f} "
-              f"{ref_s / ours_s:>6.1f}x  faster")
+        print(
+            f"{f'3. cap -> first answer token at B={b}, seconds':<52} {ours_s:>10.4f} {ref_s:>11.4f} "
+            f"{ref_s / ours_s:>6.1f}x  faster"
+        )
     return 0
 
 

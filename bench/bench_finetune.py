@@ -39,8 +39,14 @@ def build_model(root: Path, hidden: int, layers: int) -> Path:
     from z1mlx.convert.demo import TinySpec, build_checkpoint
     from z1mlx.convert.source import locate
 
-    spec = TinySpec(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(2, hidden // 64),
-                    num_key_value_heads=2, intermediate_size=hidden * 2, vocab_target=768)
+    spec = TinySpec(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(2, hidden // 64),
+        num_key_value_heads=2,
+        intermediate_size=hidden * 2,
+        vocab_target=768,
+    )
     source = build_checkpoint(root / "hf", spec)
     out = root / "mlx-4bit"
     convert_checkpoint(locate(str(source)), out, quantize=True, dtype="float32", verify=False, log=lambda m: None)
@@ -54,7 +60,10 @@ def write_data(root: Path, rows: int, words: int, spread: float, seed: int = 0) 
         return " ".join(rng.choice(WORDS) for _ in range(n))
 
     def row():
-        return {"question": text(words // 4), "response": text(rng.randint(round(words * (1 - spread)), round(words * (1 + spread))))}
+        return {
+            "question": text(words // 4),
+            "response": text(rng.randint(round(words * (1 - spread)), round(words * (1 + spread)))),
+        }
 
     train = [row() for _ in range(rows)]
     valid = [row() for _ in range(max(8, rows // 20))]
@@ -64,19 +73,51 @@ def write_data(root: Path, rows: int, words: int, spread: float, seed: int = 0) 
     mlx_dir = root / "mlx-data"
     mlx_dir.mkdir()
     for name, data in (("train", train), ("valid", valid)):
-        chats = [{"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["response"]}]}
-                 for r in data]
+        chats = [
+            {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["response"]}]}
+            for r in data
+        ]
         (mlx_dir / f"{name}.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
     return z1_train, z1_valid, mlx_dir
 
 
 def run_z1(model: Path, train: Path, valid: Path, out: Path, home: Path, s: argparse.Namespace) -> list[float]:
     cmd = [
-        sys.executable, "-m", "z1mlx", "finetune", "--data", str(train), "--valid", str(valid), "--model", str(model),
-        "--out", str(out), "--iters", str(s.iters), "--batch-size", str(s.batch_size), "--rank", "8",
-        "--layers", str(s.layers), "--lr", "1e-4", "--max-seq-length", "2048", "--no-grad-checkpoint",
-        "--report-every", str(s.report_every), "--eval-every", "1000000", "--save-every", "1000000",
-        "--val-batches", "1", "--seed", "0",
+        sys.executable,
+        "-m",
+        "z1mlx",
+        "finetune",
+        "--data",
+        str(train),
+        "--valid",
+        str(valid),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--iters",
+        str(s.iters),
+        "--batch-size",
+        str(s.batch_size),
+        "--rank",
+        "8",
+        "--layers",
+        str(s.layers),
+        "--lr",
+        "1e-4",
+        "--max-seq-length",
+        "2048",
+        "--no-grad-checkpoint",
+        "--report-every",
+        str(s.report_every),
+        "--eval-every",
+        "1000000",
+        "--save-every",
+        "1000000",
+        "--val-batches",
+        "1",
+        "--seed",
+        "0",
     ]
     env = {**os.environ, "Z1MLX_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -91,11 +132,40 @@ REPORT = re.compile(r"^\s*(\d+)\s+([\d.]+)\s+[▼▲]\s+([\d,]+)\s+")
 
 def run_mlx_lm(model: Path, data: Path, out: Path, s: argparse.Namespace) -> list[float]:
     cmd = [
-        sys.executable, "-m", "mlx_lm", "lora", "--model", str(model), "--train", "--data", str(data),
-        "--mask-prompt", "--fine-tune-type", "lora", "--iters", str(s.iters), "--batch-size", str(s.batch_size),
-        "--num-layers", str(s.layers), "--learning-rate", "1e-4", "--max-seq-length", "2048",
-        "--steps-per-report", str(s.report_every), "--steps-per-eval", "1000000", "--save-every", "1000000",
-        "--val-batches", "1", "--adapter-path", str(out), "--seed", "0",
+        sys.executable,
+        "-m",
+        "mlx_lm",
+        "lora",
+        "--model",
+        str(model),
+        "--train",
+        "--data",
+        str(data),
+        "--mask-prompt",
+        "--fine-tune-type",
+        "lora",
+        "--iters",
+        str(s.iters),
+        "--batch-size",
+        str(s.batch_size),
+        "--num-layers",
+        str(s.layers),
+        "--learning-rate",
+        "1e-4",
+        "--max-seq-length",
+        "2048",
+        "--steps-per-report",
+        str(s.report_every),
+        "--steps-per-eval",
+        "1000000",
+        "--save-every",
+        "1000000",
+        "--val-batches",
+        "1",
+        "--adapter-path",
+        str(out),
+        "--seed",
+        "0",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode:
@@ -112,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--rows", type=int, default=200)
     p.add_argument("--words", type=int, default=40, help="words per response, on average")
-    p.add_argument("--spread", type=float, default=0.5,
-                   help="responses vary by this fraction of --words (0: nearly equal lengths, little padding either way)")
+    p.add_argument(
+        "--spread",
+        type=float,
+        default=0.5,
+        help="responses vary by this fraction of --words (0: nearly equal lengths, little padding either way)",
+    )
     p.add_argument("--report-every", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2, help="alternating runs of each tool")
     s = p.parse_args(argv)
@@ -130,11 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     reports = run_mlx_lm(model, mlx_data, root / f"mlx-{r}", s)
                     mlx_runs.append(statistics.mean(reports[1:]))
-                print(f"round {r + 1} {name:>3}: {statistics.mean(reports[1:]):8.1f} tokens/s "
-                      f"({len(reports) - 1} reports)", file=sys.stderr)
+                print(
+                    f"round {r + 1} {name:>3}: {statistics.mean(reports[1:]):8.1f} tokens/s "
+                    f"({len(reports) - 1} reports)",
+                    file=sys.stderr,
+                )
     z1_tps, mlx_tps = statistics.mean(z1_runs), statistics.mean(mlx_runs)
-    print(f"model: random Qwen2, hidden {s.hidden}, {s.layers} layers, 4-bit; LoRA rank 8 on {s.layers} layers; "
-          f"batch {s.batch_size}; {s.iters} iterations; {s.rounds} rounds; response length spread {s.spread:g}")
+    print(
+        f"model: random Qwen2, hidden {s.hidden}, {s.layers} layers, 4-bit; LoRA rank 8 on {s.layers} layers; "
+        f"batch {s.batch_size}; {s.iters} iterations; {s.rounds} rounds; response length spread {s.spread:g}"
+    )
     print(f"z1 finetune   {z1_tps:10.1f} tokens/s")
     print(f"mlx_lm lora   {mlx_tps:10.1f} tokens/s")
     print(f"ratio {z1_tps / mlx_tps:.3f} (goal >= 0.95)")

@@ -24,8 +24,15 @@ def main(argv=None) -> int:
     from z1mlx.convert.source import locate
     from z1mlx.engine import Engine
 
-    spec = TinySpec(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
-                    intermediate_size=1536, eos_boost=0.0, weight_std=0.05)
+    spec = TinySpec(
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        intermediate_size=1536,
+        eos_boost=0.0,
+        weight_std=0.05,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         source = locate(str(build_checkpoint(Path(tmp) / "hf", spec)))
@@ -36,8 +43,7 @@ def main(argv=None) -> int:
             prompt = engine.chat_prompt([{"role": "user", "content": "Count to ten."}])
             speeds = []
             for _ in range(args.repeats + 1):  # the first run warms the kernels up
-                for last in stream_generate(engine.model, engine.tokenizer, prompt, max_tokens=args.tokens):
-                    pass
+                *_, last = stream_generate(engine.model, engine.tokenizer, prompt, max_tokens=args.tokens)
                 speeds.append(last.generation_tps)
             rows.append((dtype, statistics.median(speeds[1:])))
     base = rows[0][1]

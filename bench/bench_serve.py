@@ -64,10 +64,17 @@ class Report:
 def percentiles(values: list[float]) -> dict:
     if not values:
         return {}
+
     def at(q):  # nearest-rank percentile
         return round(values[min(len(values) - 1, max(0, int(round(q * len(values) + 0.5)) - 1))], 4)
-    return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(values[-1], 4),
-            "mean": round(statistics.fmean(values), 4)}
+
+    return {
+        "p50": at(0.50),
+        "p90": at(0.90),
+        "p99": at(0.99),
+        "max": round(values[-1], 4),
+        "mean": round(statistics.fmean(values), 4),
+    }
 
 
 def check_reply(body: dict, budget: int) -> int:
@@ -84,8 +91,12 @@ def check_reply(body: dict, budget: int) -> int:
 
 async def one_request(client: httpx.AsyncClient, index: int, args) -> Outcome:
     budget = args.budget if index % 3 else 0  # every third request answers at once
-    body = {"model": "z1", "messages": [{"role": "user", "content": f"Request {index}: sum the numbers 1..{index}"}],
-            "thinking_budget": budget, "max_tokens": args.answer_tokens}
+    body = {
+        "model": "z1",
+        "messages": [{"role": "user", "content": f"Request {index}: sum the numbers 1..{index}"}],
+        "thinking_budget": budget,
+        "max_tokens": args.answer_tokens,
+    }
     stream = index % 2 == 1
     start = time.perf_counter()
     try:
@@ -140,8 +151,11 @@ async def run_load(url: str, requests: int, concurrency: int, args, api_key: str
 def z1_serve(model: str, timeout: float = 120.0):
     """`z1 serve --port 0` in a subprocess; yields its base URL and always stops it."""
     with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "z1mlx", "serve", "--model", model, "--port", "0",
-                                 "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "z1mlx", "serve", "--model", model, "--port", "0", "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -165,16 +179,28 @@ def z1_serve(model: str, timeout: float = 120.0):
 
 def print_report(summary: dict, out=sys.stdout) -> None:
     lat, ttft = summary["latency_s"], summary["ttft_s"]
-    print(f"requests {summary['requests']} · concurrency {summary['concurrency']} · errors {summary['errors']} · "
-          f"wall {summary['wall_s']:.2f} s", file=out)
-    print(f"throughput {summary['requests_per_s']:.2f} req/s · {summary['completion_tokens_per_s']:.1f} "
-          f"completion tokens/s", file=out)
+    print(
+        f"requests {summary['requests']} · concurrency {summary['concurrency']} · errors {summary['errors']} · "
+        f"wall {summary['wall_s']:.2f} s",
+        file=out,
+    )
+    print(
+        f"throughput {summary['requests_per_s']:.2f} req/s · {summary['completion_tokens_per_s']:.1f} "
+        f"completion tokens/s",
+        file=out,
+    )
     if lat:
-        print(f"latency   p50 {lat['p50']:.3f} s · p90 {lat['p90']:.3f} s · p99 {lat['p99']:.3f} s · "
-              f"max {lat['max']:.3f} s", file=out)
+        print(
+            f"latency   p50 {lat['p50']:.3f} s · p90 {lat['p90']:.3f} s · p99 {lat['p99']:.3f} s · "
+            f"max {lat['max']:.3f} s",
+            file=out,
+        )
     if ttft:
-        print(f"ttft      p50 {ttft['p50']:.3f} s · p90 {ttft['p90']:.3f} s · p99 {ttft['p99']:.3f} s "
-              f"(streamed requests)", file=out)
+        print(
+            f"ttft      p50 {ttft['p50']:.3f} s · p90 {ttft['p90']:.3f} s · p99 {ttft['p99']:.3f} s "
+            f"(streamed requests)",
+            file=out,
+        )
 
 
 def main(argv=None) -> int:

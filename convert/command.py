@@ -104,7 +104,7 @@ def damaged_checkpoint_errors(checkpoint: Checkpoint):
         raise
     except Exception as err:
         message = str(err).splitlines()[0] if str(err) else ""
-        raise Z1Error(f"{checkpoint.path}: cannot convert ({type(err).__name__}: {message})")
+        raise Z1Error(f"{checkpoint.path}: cannot convert ({type(err).__name__}: {message})") from err
 
 
 def convert_checkpoint(
@@ -175,10 +175,14 @@ def build_parser() -> ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", nargs="?", default=DEFAULT_SOURCE, help=f"local HF directory or hub id (default {DEFAULT_SOURCE})")
+    parser.add_argument(
+        "source", nargs="?", default=DEFAULT_SOURCE, help=f"local HF directory or hub id (default {DEFAULT_SOURCE})"
+    )
     parser.add_argument("-o", "--out", type=Path, help="output directory (default: the store, named after the source)")
     parser.add_argument("--q-bits", type=int, choices=(2, 3, 4, 6, 8), default=4, help="bits per weight (default 4)")
-    parser.add_argument("--q-group-size", type=int, choices=(32, 64, 128), default=64, help="quantization group size (default 64)")
+    parser.add_argument(
+        "--q-group-size", type=int, choices=(32, 64, 128), default=64, help="quantization group size (default 64)"
+    )
     parser.add_argument("--no-quantize", action="store_true", help="keep full-precision weights")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weight/scale dtype (default auto)")
     parser.add_argument("--revision", help="hub branch, tag or commit")
@@ -194,11 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     dtype = resolve_dtype(args.dtype)
     out = args.out or locations.models_dir() / store_name(args.source, args.q_bits if quantize else None, dtype)
     manifest = convert_checkpoint(
-        checkpoint, out, quantize=quantize, q_bits=args.q_bits, q_group_size=args.q_group_size,
-        dtype=dtype, force=args.force, verify=not args.no_verify,
+        checkpoint,
+        out,
+        quantize=quantize,
+        q_bits=args.q_bits,
+        q_group_size=args.q_group_size,
+        dtype=dtype,
+        force=args.force,
+        verify=not args.no_verify,
         log=lambda msg: print(msg, file=sys.stderr),
     )
     print(out)
     if manifest.top1_agreement is not None and manifest.top1_agreement < 0.9 and quantize and args.q_bits >= 4:
-        print(f"[z1] warning: top-1 agreement {manifest.top1_agreement:.1%} is low for {args.q_bits}-bit", file=sys.stderr)
+        print(
+            f"[z1] warning: top-1 agreement {manifest.top1_agreement:.1%} is low for {args.q_bits}-bit", file=sys.stderr
+        )
     return 0

@@ -126,8 +126,12 @@ def _tokenizer_files(out: Path, tokenizer) -> None:
         "clean_up_tokenization_spaces": False,
         "added_tokens_decoder": {
             str(tokenizer.token_to_id(t)): {
-                "content": t, "special": True, "lstrip": False, "rstrip": False,
-                "normalized": False, "single_word": False,
+                "content": t,
+                "special": True,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "single_word": False,
             }
             for t in SPECIAL_TOKENS
         },
@@ -151,20 +155,22 @@ def _weights(spec: TinySpec, vocab: int, eos_ids: list[int]) -> dict[str, np.nda
     weights = {"model.embed_tokens.weight": normal(vocab, h, scale=4.0)}
     for i in range(spec.num_hidden_layers):
         p = f"model.layers.{i}."
-        weights.update({
-            p + "self_attn.q_proj.weight": normal(h, h),
-            p + "self_attn.q_proj.bias": normal(h),
-            p + "self_attn.k_proj.weight": normal(kv, h),
-            p + "self_attn.k_proj.bias": normal(kv),
-            p + "self_attn.v_proj.weight": normal(kv, h),
-            p + "self_attn.v_proj.bias": normal(kv),
-            p + "self_attn.o_proj.weight": normal(h, h),
-            p + "mlp.gate_proj.weight": normal(inter, h),
-            p + "mlp.up_proj.weight": normal(inter, h),
-            p + "mlp.down_proj.weight": normal(h, inter),
-            p + "input_layernorm.weight": np.ones(h, dtype),
-            p + "post_attention_layernorm.weight": np.ones(h, dtype),
-        })
+        weights.update(
+            {
+                p + "self_attn.q_proj.weight": normal(h, h),
+                p + "self_attn.q_proj.bias": normal(h),
+                p + "self_attn.k_proj.weight": normal(kv, h),
+                p + "self_attn.k_proj.bias": normal(kv),
+                p + "self_attn.v_proj.weight": normal(kv, h),
+                p + "self_attn.v_proj.bias": normal(kv),
+                p + "self_attn.o_proj.weight": normal(h, h),
+                p + "mlp.gate_proj.weight": normal(inter, h),
+                p + "mlp.up_proj.weight": normal(inter, h),
+                p + "mlp.down_proj.weight": normal(h, inter),
+                p + "input_layernorm.weight": np.ones(h, dtype),
+                p + "post_attention_layernorm.weight": np.ones(h, dtype),
+            }
+        )
     weights["model.norm.weight"] = np.ones(h, dtype)
     lm_head = normal(vocab, h, scale=2.0)
     # A stronger end-of-turn row makes some replies end on their own, as real ones do.
@@ -206,7 +212,9 @@ def build_checkpoint(out: Path, spec: TinySpec = TinySpec()) -> Path:
     (out / "generation_config.json").write_text(
         json.dumps({"eos_token_id": [eos_id, eot_id], "bos_token_id": eot_id}, indent=2)
     )
-    arrays = {k: mx.array(v).astype(getattr(mx, spec.dtype)) for k, v in _weights(spec, vocab, [eos_id, eot_id]).items()}
+    arrays = {
+        k: mx.array(v).astype(getattr(mx, spec.dtype)) for k, v in _weights(spec, vocab, [eos_id, eot_id]).items()
+    }
     mx.save_safetensors(str(out / "model.safetensors"), arrays, metadata={"format": "pt"})
     _tokenizer_files(out, tokenizer)
     return out

@@ -29,9 +29,9 @@ def read_config(path: Path) -> dict:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise Z1Error(f"{config_path}: cannot read ({err.strerror})")
+        raise Z1Error(f"{config_path}: cannot read ({err.strerror})") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise Z1Error(f"{config_path}: not valid JSON ({err})")
+        raise Z1Error(f"{config_path}: not valid JSON ({err})") from err
     if not isinstance(config, dict):
         raise Z1Error(f"{config_path}: expected a JSON object")
     return config
@@ -65,23 +65,29 @@ def offline() -> bool:
 
 def fetch(repo_id: str, revision: str | None = None) -> Path:
     """Download (or find in the HF cache) a hub checkpoint, with huggingface_hub's progress bars."""
-    from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
     except hf_errors.RepositoryNotFoundError:
-        raise Z1Error(f"{repo_id}: repository not found on the Hugging Face hub (check the id, or log in if it is private)")
+        raise Z1Error(
+            f"{repo_id}: repository not found on the Hugging Face hub (check the id, or log in if it is private)"
+        ) from None
     except hf_errors.GatedRepoError:
-        raise Z1Error(f"{repo_id}: gated repository; accept its terms on the hub and run `hf auth login`")
+        raise Z1Error(f"{repo_id}: gated repository; accept its terms on the hub and run `hf auth login`") from None
     except hf_errors.RevisionNotFoundError:
-        raise Z1Error(f"{repo_id}: revision {revision!r} not found")
+        raise Z1Error(f"{repo_id}: revision {revision!r} not found") from None
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as err:
         if offline():
-            raise Z1Error(f"{repo_id}: not in the Hugging Face cache and offline mode is on (HF_HUB_OFFLINE=1)")
-        raise Z1Error(f"{repo_id}: cannot reach the Hugging Face hub (network down?) and it is not cached: {type(err).__name__}")
+            raise Z1Error(
+                f"{repo_id}: not in the Hugging Face cache and offline mode is on (HF_HUB_OFFLINE=1)"
+            ) from err
+        raise Z1Error(
+            f"{repo_id}: cannot reach the Hugging Face hub (network down?) and it is not cached: {type(err).__name__}"
+        ) from err
     except OSError as err:
-        raise Z1Error(f"{repo_id}: download failed: {err}")
+        raise Z1Error(f"{repo_id}: download failed: {err}") from err
 
 
 def locate(source: str, revision: str | None = None) -> Checkpoint:

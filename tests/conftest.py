@@ -1,4 +1,9 @@
-"""Shared fixtures: an isolated store and tiny random Qwen2 models built on the spot."""
+"""Shared fixtures: an isolated store and tiny random Qwen2 models built on the spot.
+
+The session `engine` ends most replies within a few hundred tokens. Stopping or answering
+mid-reply needs replies that keep going, so `endless_engine` is the same tiny random Qwen2
+with a zero end-of-turn row: it never ends on its own. Helpers (not fixtures) live in
+`helpers.py`."""
 
 import os
 from pathlib import Path
@@ -38,7 +43,9 @@ def tiny_model(tiny_checkpoint, tmp_path_factory) -> Path:
     from z1mlx.convert.source import locate
 
     out = tmp_path_factory.mktemp("tiny-mlx") / "tiny-f32"
-    convert_checkpoint(locate(str(tiny_checkpoint)), out, quantize=False, dtype="float32", verify=False, log=lambda m: None)
+    convert_checkpoint(
+        locate(str(tiny_checkpoint)), out, quantize=False, dtype="float32", verify=False, log=lambda m: None
+    )
     return out
 
 
@@ -64,28 +71,18 @@ def engine(tiny_model):
     return Engine.load(str(tiny_model))
 
 
-def greedy_reference(engine, prompt: list[int], max_tokens: int) -> list[int]:
-    """mlx-lm's own greedy tokens for `prompt`, up to and excluding end-of-sequence."""
-    import mlx.core as mx
-    from mlx_lm.generate import generate_step
+@pytest.fixture(scope="session")
+def endless_engine(endless_model):
+    from z1mlx.engine import Engine
 
-    out = []
-    for token, _ in generate_step(mx.array(prompt), engine.model, max_tokens=max_tokens):
-        if token in engine.eos_token_ids:
-            break
-        out.append(token)
-    return out
+    return Engine.load(str(endless_model))
 
 
-def find_prompt(engine, *, ends_within: int | None = None, longer_than: int | None = None, tries: int = 40):
-    """A chat prompt whose greedy reply ends by itself within `ends_within` tokens,
-    or runs past `longer_than` tokens. Random weights: the search is seeded and stable."""
-    for i in range(tries):
-        prompt = engine.chat_prompt([{"role": "user", "content": f"Problem {i}: add numbers {i * 7}"}])
-        limit = (ends_within or longer_than) + 1
-        reply = greedy_reference(engine, prompt, limit)
-        if ends_within is not None and 3 <= len(reply) < ends_within:
-            return prompt, reply
-        if longer_than is not None and len(reply) > longer_than:
-            return prompt, reply
-    raise AssertionError("no suitable prompt among the seeded candidates")
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """A Z1MLX_HOME of this test's own: its history and settings start empty."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("Z1MLX_HOME", str(path))
+    for name in ("BUDGET", "ANSWER_TOKENS", "SHOW_REASONING"):
+        monkeypatch.delenv(f"Z1MLX_CHAT_{name}", raising=False)
+    return path

@@ -1,8 +1,17 @@
-"""Running the real `z1` command in a subprocess, as a user would."""
+"""Test helpers (not fixtures): the real `z1` command in a subprocess as a user runs it,
+servers on 127.0.0.1, mlx-lm's own greedy tokens to compare with, fake clocks and gates."""
 
 import os
+import re
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from z1mlx.events import TextDelta
 
 
 def z1(*args, env=None, timeout=300, input=None):
@@ -11,7 +20,11 @@ def z1(*args, env=None, timeout=300, input=None):
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "z1mlx", *map(str, args)],
-        capture_output=True, text=True, env=full_env, timeout=timeout, input=input,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        input=input,
     )
 
 
@@ -49,3 +62,124 @@ def stop(proc) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def serve(model, *extra, env=None, timeout=90):
+    """`z1 serve --port 0` on 127.0.0.1 in a subprocess; yields (base URL, stderr path); always stops it."""
+    with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as log:
+        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "z1mlx",
+                "serve",
+                "--model",
+                str(model),
+                "--port",
+                "0",
+                "--log-level",
+                "warning",
+                *map(str, extra),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=full_env,
+        )
+    log_path = Path(log.name)
+    try:
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(r"at (http://127\.0\.0\.1:\d+)/v1", log_path.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        url = found.group(1)
+        wait_healthy(url, proc, deadline, log_path.read_text)
+        yield url, log_path
+    finally:
+        stop(proc)
+        log_path.unlink(missing_ok=True)
+
+
+def greedy_reference(engine, prompt: list[int], max_tokens: int) -> list[int]:
+    """mlx-lm's own greedy tokens for `prompt`, up to and excluding end-of-sequence."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    out = []
+    for token, _ in generate_step(mx.array(prompt), engine.model, max_tokens=max_tokens):
+        if token in engine.eos_token_ids:
+            break
+        out.append(token)
+    return out
+
+
+def find_prompt(engine, *, ends_within: int | None = None, longer_than: int | None = None, tries: int = 40):
+    """A chat prompt whose greedy reply ends by itself within `ends_within` tokens,
+    or runs past `longer_than` tokens. Random weights: the search is seeded and stable."""
+    for i in range(tries):
+        prompt = engine.chat_prompt([{"role": "user", "content": f"Problem {i}: add numbers {i * 7}"}])
+        limit = (ends_within or longer_than) + 1
+        reply = greedy_reference(engine, prompt, limit)
+        if ends_within is not None and 3 <= len(reply) < ends_within:
+            return prompt, reply
+        if longer_than is not None and len(reply) > longer_than:
+            return prompt, reply
+    raise AssertionError("no suitable prompt among the seeded candidates")
+
+
+class StepClock:
+    """A fake clock: every reading is `step` seconds after the previous one."""
+
+    def __init__(self, step: float = 0.05, start: float = 100.0):
+        self.now = start
+        self.step = step
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            self.now += self.step
+            return self.now
+
+
+class GatedEngine:
+    """The real engine, paused after `pause_after` thinking tokens until `release()`
+    (or the reply is cancelled): a reply frozen mid-reasoning, for snapshots."""
+
+    def __init__(self, engine, pause_after: int):
+        self._engine = engine
+        self.pause_after = pause_after
+        self.reached = threading.Event()
+        self._release = threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def release(self) -> None:
+        self._release.set()
+
+    def generate(self, prompt, window, sampling, control=None, conversation=None):
+        for event in self._engine.generate(prompt, window, sampling, control=control, conversation=conversation):
+            yield event
+            if isinstance(event, TextDelta) and event.phase == "thinking" and event.tokens == self.pause_after:
+                self.reached.set()
+                while not self._release.wait(0.02):
+                    if control is not None and control.cancelled:
+                        break
+
+
+async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "condition"):
+    """Let the app run until `predicate()` holds (no bare sleeps in tests)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

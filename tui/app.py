@@ -10,21 +10,22 @@ never waits for the screen.
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from functools import partial
-from typing import Callable
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Footer, ProgressBar, Static
 
 from z1mlx.answer import extract_code
-from z1mlx.conversation import Conversation
-from z1mlx.events import Sampling
+from z1mlx.chat.conversation import Conversation
+from z1mlx.chat.history import History
+from z1mlx.chat.settings import load_settings, remember
 from z1mlx.errors import Z1Error
-from z1mlx.history import History
-from z1mlx.settings import load_settings, remember
+from z1mlx.events import Sampling
 from z1mlx.window import WindowControl
 
 from . import budget_scale
@@ -97,10 +98,10 @@ class ChatApp(App):
         self.conversation: Conversation | None = None
         self._stream: ReplyStream | None = None
         self._active: AssistantMessage | None = None
-        self._save_timer = None
+        self._save_timer: Timer | None = None
         self._pacer: RedrawPacer | None = None
         self._closing = False
-        self._status = {"phase": "loading", "tps": None, "ttft": None, "peak": None}
+        self._status: dict = {"phase": "loading", "tps": None, "ttft": None, "peak": None}
 
     # Layout
 
@@ -134,9 +135,16 @@ class ChatApp(App):
             threading.Thread(target=self._load, name="z1-load", daemon=True).start()
         self._draw_status()
 
+    @property
+    def _chat(self) -> Conversation:
+        """The conversation, once the model has loaded (callers check `_can_start` first)."""
+        assert self.conversation is not None
+        return self.conversation
+
     # Loading
 
     def _load(self) -> None:
+        assert self.loader is not None
         try:
             engine = self.loader()
         except Z1Error as err:
@@ -168,8 +176,14 @@ class ChatApp(App):
     def _engine_ready(self, engine) -> None:
         self.engine = engine
         self.model_label = engine.label or self.model_label
-        self.conversation = Conversation(engine, self.history, system=self.system, answer_tokens=self.answer_tokens,
-                                         sampling=self.sampling, **self.think)
+        self.conversation = Conversation(
+            engine,
+            self.history,
+            system=self.system,
+            answer_tokens=self.answer_tokens,
+            sampling=self.sampling,
+            **self.think,
+        )
         if self.resume_id is not None:
             self.conversation.resume(self.resume_id)
         self.query_one("#loading").display = False
@@ -198,7 +212,7 @@ class ChatApp(App):
         text = event.text.strip("\n")
         message = AssistantMessage(self._budget())
         await self._mount_messages(UserMessage(text), message)
-        self._start(partial(self.conversation.send, text), message)
+        self._start(partial(self._chat.send, text), message)
 
     def _budget(self) -> int:
         return self.budget_value
@@ -213,8 +227,9 @@ class ChatApp(App):
         self._draw_status()
         self._pacer = RedrawPacer(self.refresh_interval, UI_SHARE)
         self.set_timer(self.refresh_interval, self._tick)
-        self.run_worker(partial(self._generate, make_events, self._stream), thread=True, group="reply",
-                        exit_on_error=False)
+        self.run_worker(
+            partial(self._generate, make_events, self._stream), thread=True, group="reply", exit_on_error=False
+        )
 
     @staticmethod
     def _generate(make_events, stream: ReplyStream) -> None:
@@ -241,10 +256,11 @@ class ChatApp(App):
                 await message.show(view)
                 self._status.update(phase=view.phase, tps=view.tokens_per_s, ttft=view.ttft_s)
                 self._draw_status()
+        assert self._pacer is not None
         self.set_timer(self._pacer.next_delay(), self._tick)
 
     async def _finish(self, message: AssistantMessage, view) -> None:
-        conversation = self.conversation
+        conversation = self._chat
         last = conversation.turns[-1] if conversation.turns else None
         turn = last if last is not None and last.role == "assistant" else None
         await message.finish(turn, view)
@@ -255,7 +271,9 @@ class ChatApp(App):
 
     def _draw_status(self) -> None:
         s = self._status
-        self.query_one("#status", Static).update(status_text(self.model_label, s["phase"], s["tps"], s["ttft"], s["peak"]))
+        self.query_one("#status", Static).update(
+            status_text(self.model_label, s["phase"], s["tps"], s["ttft"], s["peak"])
+        )
 
     # Messages on screen
 
@@ -293,13 +311,15 @@ class ChatApp(App):
             self.notify("Answer now works while Z1 thinks, or on a reply stopped while thinking.")
             return
         message = self._last_reply_widget()
+        if message is None:
+            return
         message.restart()
         self._start(self.conversation.answer_now, message, turn=self.conversation.turns[-1])
 
     async def action_regenerate(self) -> None:
         if not self._can_start():
             return
-        if not self.conversation.can_regenerate:
+        if not self._chat.can_regenerate:
             self.notify("Nothing to regenerate yet.")
             return
         children = self.query_one("#conversation").children
@@ -307,7 +327,7 @@ class ChatApp(App):
             await children[-1].remove()
         message = AssistantMessage(self._budget())
         await self._mount_messages(message)
-        self._start(self.conversation.regenerate, message)
+        self._start(self._chat.regenerate, message)
 
     def action_toggle_reasoning(self) -> None:
         conversation = self.query_one("#conversation")
@@ -333,7 +353,7 @@ class ChatApp(App):
     def action_new_chat(self) -> None:
         if not self._can_start():
             return
-        self.conversation.new()
+        self._chat.new()
         self._show_turns([])
         self._status.update(phase="idle", tps=None, ttft=None, peak=None)
         self._draw_status()
@@ -396,20 +416,24 @@ class ChatApp(App):
 
 
 def key_label(key: str) -> str:
-    """"ctrl+s" -> "Ctrl+S", "escape" -> "Esc", "f1" -> "F1"."""
+    """ "ctrl+s" -> "Ctrl+S", "escape" -> "Esc", "f1" -> "F1"."""
     names = {"escape": "Esc", "enter": "Enter"}
     return "+".join(names.get(part, part.capitalize() if len(part) > 1 else part.upper()) for part in key.split("+"))
 
 
 def help_text(app: App) -> str:
-    rows = [("Enter", "send"), ("Shift+Enter, Ctrl+J", "new line"), ("Tab", "message box <-> budget slider"),
-            ("←/→ PgUp/PgDn Home/End", "move the slider (or drag it)")]
-    rows += [(key_label(b.key), b.description.lower()) for b in app.BINDINGS]
+    rows = [
+        ("Enter", "send"),
+        ("Shift+Enter, Ctrl+J", "new line"),
+        ("Tab", "message box <-> budget slider"),
+        ("←/→ PgUp/PgDn Home/End", "move the slider (or drag it)"),
+    ]
+    rows += [(key_label(b.key), b.description.lower()) for b in app.BINDINGS if isinstance(b, Binding)]
     width = max(len(key) for key, _ in rows) + 3
     keys = "\n".join(f"{key:<{width}}{what}" for key, what in rows)
     return (
         f"z1 chat keys\n\n{keys}\n\n"
         "The budget caps how many tokens Z1 thinks before it is told to answer; 0 answers at once. "
         "Moving it while Z1 thinks changes the current reply: below what was already spent, it answers now. "
-        "Click a reply's \"thought\" line to open its reasoning.\n\nEsc closes this help."
+        'Click a reply\'s "thought" line to open its reasoning.\n\nEsc closes this help.'
     )

@@ -10,7 +10,24 @@ from bisect import bisect_left, bisect_right
 from z1mlx.window import MAX_BUDGET
 
 STOPS: tuple[int, ...] = (
-    0, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, MAX_BUDGET,
+    0,
+    64,
+    128,
+    256,
+    384,
+    512,
+    768,
+    1024,
+    1536,
+    2048,
+    3072,
+    4096,
+    6144,
+    8192,
+    12288,
+    16384,
+    24576,
+    MAX_BUDGET,
 )
 PAGE = 4  # stops per page up/down
 

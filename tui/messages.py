@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
 
 from .stream import ReplyView, counter_text, shift_mark
 
@@ -38,7 +39,7 @@ class AssistantMessage(Vertical):
         self.turn = turn
         self.thinking_tokens = turn.thinking_tokens if turn is not None else 0
         self.phase = "done" if turn is not None else "thinking"
-        self._stream = None
+        self._stream: MarkdownStream | None = None
         self._answer_sent = 0
 
     def compose(self) -> ComposeResult:
@@ -49,8 +50,9 @@ class AssistantMessage(Vertical):
         mark = shift_mark(turn.shift_reason, self.thinking_tokens, turn.hint) if turn is not None and turn.hint else ""
         yield Static(mark, classes="shift-mark" + (" -shown" if mark else ""), markup=False)
         yield Markdown(answer, classes="answer")
-        note = Static(self._note(turn.finish_reason, turn.hint is not None) if turn else "", classes="reply-note",
-                      markup=False)
+        note = Static(
+            self._note(turn.finish_reason, turn.hint is not None) if turn else "", classes="reply-note", markup=False
+        )
         note.display = bool(turn and self._note(turn.finish_reason, turn.hint is not None))
         yield note
 
@@ -80,7 +82,7 @@ class AssistantMessage(Vertical):
         if self.phase == "answering" and len(view.answer) > self._answer_sent:
             if self._stream is None:
                 self._stream = Markdown.get_stream(self.query_one(".answer", Markdown))
-            await self._stream.write(view.answer[self._answer_sent:])
+            await self._stream.write(view.answer[self._answer_sent :])
             self._answer_sent = len(view.answer)
         self.refresh_header()
 
@@ -116,7 +118,7 @@ class AssistantMessage(Vertical):
             return
         if turn.hint is not None and self.phase == "thinking":
             reason = view.shift_reason if view is not None else "budget"
-            self._show_shift(reason, view.shift_at if view is not None else turn.thinking_tokens, turn.hint)
+            self._show_shift(reason, (view.shift_at if view is not None else None) or turn.thinking_tokens, turn.hint)
         self.phase = "done"
         self.remove_class("-thinking")
         self.thinking_tokens = turn.thinking_tokens

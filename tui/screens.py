@@ -34,7 +34,7 @@ class HistoryScreen(ModalScreen[int | None]):
                 yield Static("No conversations yet.", classes="empty")
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(int(event.option.id))
+        self.dismiss(int(event.option.id or 0))
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)

@@ -9,11 +9,11 @@ the generation thread at fixed points, so a test's fake clock gives fixed number
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from z1mlx.conversation import describe_shift
-from z1mlx.events import Done, Shift, TextDelta
+from z1mlx.chat.conversation import describe_shift
+from z1mlx.events import Done, GenerationResult, Shift, TextDelta
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,13 @@ class ReplyView:
 
 
 class ReplyStream:
-    def __init__(self, control, clock: Callable[[], float] = time.perf_counter, thinking_before: str = "",
-                 thinking_tokens_before: int = 0):
+    def __init__(
+        self,
+        control,
+        clock: Callable[[], float] = time.perf_counter,
+        thinking_before: str = "",
+        thinking_tokens_before: int = 0,
+    ):
         self.control = control
         self._clock = clock
         self._lock = threading.Lock()
@@ -50,15 +55,15 @@ class ReplyStream:
         self._thinking_before = thinking_tokens_before
         self._thinking_tokens = thinking_tokens_before
         self._answer_tokens = 0
-        self._hint = None
-        self._shift_reason = None
-        self._shift_at = None
+        self._hint: str | None = None
+        self._shift_reason: str | None = None
+        self._shift_at: int | None = None
         self._phase = "thinking"
-        self._result = None
-        self._error = None
+        self._result: GenerationResult | None = None
+        self._error: str | None = None
         self._started = clock()
-        self._first = None
-        self._last = None
+        self._first: float | None = None
+        self._last: float | None = None
         self._tokens = 0
         self._version = 0
         self._seen = -1
@@ -137,8 +142,13 @@ class RedrawPacer:
     Call `next_delay` from the UI thread only.
     """
 
-    def __init__(self, min_interval: float, share: float = 0.05, max_interval: float = 0.5,
-                 cpu_clock: Callable[[], float] = time.thread_time):
+    def __init__(
+        self,
+        min_interval: float,
+        share: float = 0.05,
+        max_interval: float = 0.5,
+        cpu_clock: Callable[[], float] = time.thread_time,
+    ):
         self.min_interval = min_interval
         self.max_interval = max(max_interval, min_interval)
         self.share = share
@@ -154,8 +164,13 @@ class RedrawPacer:
 SEPARATOR = " · "
 
 
-def status_text(model: str, phase: str, tokens_per_s: float | None = None, ttft_s: float | None = None,
-                peak_memory_gb: float | None = None) -> str:
+def status_text(
+    model: str,
+    phase: str,
+    tokens_per_s: float | None = None,
+    ttft_s: float | None = None,
+    peak_memory_gb: float | None = None,
+) -> str:
     """The status bar's one line."""
     parts = [model, phase]
     parts.append(f"{tokens_per_s:.1f} tok/s" if tokens_per_s is not None else "– tok/s")

@@ -11,7 +11,9 @@ marks the answer as, in order of preference:
 
 import re
 
-_KEYWORD = r"(?:final[ \t]+answer|final[ \t]+solution|final[ \t]+code|answer|solution|in[ \t]+summary|to[ \t]+summarize)"
+_KEYWORD = (
+    r"(?:final[ \t]+answer|final[ \t]+solution|final[ \t]+code|answer|solution|in[ \t]+summary|to[ \t]+summarize)"
+)
 _HEADING = re.compile(
     # A heading shape only: "### Solution", "**Final Answer**", "Answer:", or a sentence
     # that announces it ("The final answer is ..."); never a code line like `answer = []`.
@@ -58,8 +60,9 @@ def extract_code(text: str, prefer: str = "python") -> str | None:
     return (preferred or [body for _, body in blocks])[-1]
 
 
-def reasoning_and_answer(thinking_text: str, answer_text: str, window_hit: bool,
-                         stopped: bool = False) -> tuple[str, str]:
+def reasoning_and_answer(
+    thinking_text: str, answer_text: str, window_hit: bool, stopped: bool = False
+) -> tuple[str, str]:
     """The reply's two parts: exact when the window shifted, else marked by `split_reply`.
     A reply stopped while thinking has no answer yet: all of it is reasoning."""
     if window_hit:

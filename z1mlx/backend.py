@@ -9,11 +9,17 @@ alone counts phases, decides the shift and builds the `GenerationResult`.
 Imports no mlx and no HTTP client.
 """
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from .events import Event, Sampling
+
+if TYPE_CHECKING:
+    from .window import ShiftedWindow, WindowControl
+
+Events = Generator[Event, None, None]
 
 SegmentEnd = Literal["stop", "length", "stopped"]
 
@@ -49,11 +55,19 @@ class Backend(Protocol):
 
     def encode(self, text: str) -> list[int]: ...
 
-    def new_conversation_cache(self) -> PromptCache: ...
+    def new_conversation_cache(self, pool: int = 0) -> PromptCache:
+        """A cache for one conversation (with `pool` > 0: keeping that many earlier prompts)."""
+        ...
 
-    def generate(self, prompt: list[int], window=..., sampling: Sampling = ..., control=None,
-                 conversation: PromptCache | None = None) -> Iterator[Event]:
-        """Events of one reply to `prompt` under `window` (a `window.ShiftedWindow`)."""
+    def generate(
+        self,
+        prompt: list[int],
+        window: "ShiftedWindow" = ...,
+        sampling: Sampling = ...,
+        control: "WindowControl | None" = None,
+        conversation: PromptCache | None = None,
+    ) -> Events:
+        """Events of one reply to `prompt` under `window`; closing it early stops the reply."""
         ...
 
 
@@ -94,8 +108,9 @@ class TokenSource(Protocol):
         """Start a generation on `prompt`; return the prompt tokens already cached."""
         ...
 
-    def stream(self, feed_ids: list[int], feed_text: str, limit: int,
-               should_stop: Callable[[int], str | None]) -> Iterator[Piece]:
+    def stream(
+        self, feed_ids: list[int], feed_text: str, limit: int, should_stop: Callable[[int], str | None]
+    ) -> Generator[Piece, None, Segment]:
         """Pieces of one segment; the generator's return value is its `Segment`."""
         ...
 

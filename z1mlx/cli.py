@@ -3,15 +3,18 @@
 import importlib
 import os
 import sys
+import traceback
 
 from . import __version__
 from .errors import Z1Error
 
+DEBUG_ENV = "Z1MLX_DEBUG"  # set to 1: full tracebacks, for bug reports
+
 COMMANDS = {
     "solve": ("z1mlx.solve", "solve a problem file with the Shifted Thinking Window"),
-    "chat": ("z1mlx.chat", "chat in a terminal UI (or a plain REPL) with live reasoning"),
-    "serve": ("z1mlx.serve", "OpenAI-compatible HTTP server with the shifted window"),
-    "finetune": ("z1mlx.finetune", "LoRA/DoRA/full fine-tuning on your own JSONL data"),
+    "chat": ("z1mlx.chat.command", "chat in a terminal UI (or a plain REPL) with live reasoning"),
+    "serve": ("z1mlx.serve.command", "OpenAI-compatible HTTP server with the shifted window"),
+    "finetune": ("z1mlx.finetune.command", "LoRA/DoRA/full fine-tuning on your own JSONL data"),
     "convert": ("z1mlx.convert.command", "convert a Hugging Face checkpoint to MLX (4-bit by default)"),
     "models": ("z1mlx.models", "list, locate and remove models in the store"),
 }
@@ -60,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"z1: error: unknown command {name!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)
     except Z1Error as err:
+        if debug:
+            traceback.print_exc()
         print(f"z1 {name}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
@@ -74,3 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except Exception as err:  # a bug: one line, and the traceback on request
+        if debug:
+            raise
+        print(
+            f"z1 {name}: internal error: {type(err).__name__}: {err} (set {DEBUG_ENV}=1 for the traceback "
+            "to include in a bug report)",
+            file=sys.stderr,
+        )
+        return 1

@@ -20,13 +20,14 @@ class ArgumentParser(argparse.ArgumentParser):
 def _number(kind: type, positive: bool):
     """An argparse type: a finite int or float, >= 0 or > 0, with a one-line complaint."""
     wanted = ("a whole number" if kind is int else "a number") + (
-        (" >= 1" if kind is int else " > 0") if positive else " >= 0")
+        (" >= 1" if kind is int else " > 0") if positive else " >= 0"
+    )
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
         if not (0 < value if positive else 0 <= value) or value == float("inf"):
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
         return value
@@ -49,11 +50,16 @@ BACKEND_KEY_ENV = "Z1MLX_API_KEY"
 
 
 def add_backend_args(parser: argparse.ArgumentParser, key_flag: str = "--api-key") -> None:
-    parser.add_argument("--backend", default=None, metavar="URL",
-                        help="run the window on an OpenAI-compatible server (vLLM, SGLang, llama.cpp, mlx_lm.server); "
-                        "--model then names the local tokenizer")
-    parser.add_argument(key_flag, dest="backend_api_key", default=None,
-                        help=f"bearer token for --backend (or ${BACKEND_KEY_ENV})")
+    parser.add_argument(
+        "--backend",
+        default=None,
+        metavar="URL",
+        help="run the window on an OpenAI-compatible server (vLLM, SGLang, llama.cpp, mlx_lm.server); "
+        "--model then names the local tokenizer",
+    )
+    parser.add_argument(
+        key_flag, dest="backend_api_key", default=None, help=f"bearer token for --backend (or ${BACKEND_KEY_ENV})"
+    )
 
 
 def load_engine(args):
@@ -82,8 +88,14 @@ def at_most(parse, limit: int):
     return bounded
 
 
-def add_window_args(parser: argparse.ArgumentParser, budget: int | None = 2048, answer_tokens: int | None = 1024,
-                    *, hint: bool = True, max_budget: int | None = None) -> None:
+def add_window_args(
+    parser: argparse.ArgumentParser,
+    budget: int | None = 2048,
+    answer_tokens: int | None = 1024,
+    *,
+    hint: bool = True,
+    max_budget: int | None = None,
+) -> None:
     """--budget, --answer-tokens, think longer (--min-thinking, --continue-text) and the hint.
 
     A default of None means "the command decides" (chat: the last budget used)."""
@@ -91,16 +103,33 @@ def add_window_args(parser: argparse.ArgumentParser, budget: int | None = 2048, 
 
     budget_default = f"default {budget}" if budget is not None else "default: the last one used, else 2048"
     budget_type = non_negative_int if max_budget is None else at_most(non_negative_int, max_budget)
-    parser.add_argument("--budget", type=budget_type, default=budget,
-                        help=f"thinking budget in tokens; 0 answers at once ({budget_default})")
+    parser.add_argument(
+        "--budget",
+        type=budget_type,
+        default=budget,
+        help=f"thinking budget in tokens; 0 answers at once ({budget_default})",
+    )
     answer_default = answer_tokens if answer_tokens is not None else 1024
-    parser.add_argument("--answer-tokens", type=positive_int, default=answer_tokens,
-                        help=f"cap on the answer after the window shifts (default {answer_default})")
-    parser.add_argument("--min-thinking", type=non_negative_int, default=0, metavar="N",
-                        help="think longer: when the model ends before N thinking tokens, drop its end and feed "
-                        "--continue-text instead (default 0: off)")
-    parser.add_argument("--continue-text", default=CONTINUE_TEXT, metavar="TEXT",
-                        help=f"what --min-thinking feeds in place of an early end (default {CONTINUE_TEXT!r})")
+    parser.add_argument(
+        "--answer-tokens",
+        type=positive_int,
+        default=answer_tokens,
+        help=f"cap on the answer after the window shifts (default {answer_default})",
+    )
+    parser.add_argument(
+        "--min-thinking",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="think longer: when the model ends before N thinking tokens, drop its end and feed "
+        "--continue-text instead (default 0: off)",
+    )
+    parser.add_argument(
+        "--continue-text",
+        default=CONTINUE_TEXT,
+        metavar="TEXT",
+        help=f"what --min-thinking feeds in place of an early end (default {CONTINUE_TEXT!r})",
+    )
     if hint:
         group = parser.add_mutually_exclusive_group()
         group.add_argument("--hint", default=None, help="text appended when the window fills (default: Z1's hint)")
@@ -115,8 +144,9 @@ def hint_from(args) -> str:
 
 def add_sampling_args(parser: argparse.ArgumentParser, *, what: str = "sampling") -> None:
     """The sampling flags every command shares (`what` names them in --help, e.g. "default")."""
-    parser.add_argument("--temp", type=non_negative_float, default=0.0,
-                        help=f"{what} temperature (default 0: greedy, as in the paper)")
+    parser.add_argument(
+        "--temp", type=non_negative_float, default=0.0, help=f"{what} temperature (default 0: greedy, as in the paper)"
+    )
     parser.add_argument("--top-p", type=positive_float, default=1.0, help="nucleus sampling (default 1: off)")
     parser.add_argument("--top-k", type=non_negative_int, default=0, help="top-k sampling (default 0: off)")
     parser.add_argument("--min-p", type=non_negative_float, default=0.0, help="min-p sampling (default 0: off)")

@@ -8,15 +8,16 @@ Front ends (solve, chat, TUI, server) consume the events; none of them touches m
 
 import json
 import os
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Callable, Iterator
 
-from .backend import Piece, Segment
+from .backend import Events, Piece, Segment
 from .errors import Z1Error
-from .events import Event, Sampling
+from .events import Sampling
 from .window import ShiftedWindow, WindowControl, drive
 
 __all__ = ["ConversationCache", "Engine", "LocalTokens", "Sampling"]
+
 
 class ConversationCache:
     """A KV cache and the exact token ids it holds, reused across turns.
@@ -55,6 +56,40 @@ class ConversationCache:
             trim_prompt_cache(self.cache, len(self.tokens) - common)
             del self.tokens[common:]
         return common
+
+
+class PooledConversationCache(ConversationCache):
+    """A `ConversationCache` over mlx-lm's `LRUPromptCache`, for a server's many clients.
+
+    Before each prompt, the cache in hand goes into the pool under the exact ids it holds;
+    the prompt then starts from the pooled cache sharing its longest prefix (a copy), so
+    alternating conversations each keep their prefix.
+    """
+
+    def __init__(self, model, size: int):
+        from mlx_lm.models.cache import LRUPromptCache
+
+        self._pool = LRUPromptCache(max_size=size)
+        super().__init__(model)
+
+    def reuse(self, prompt: list[int]) -> int:
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
+        if self.tokens:
+            self._pool.insert_cache("model", list(self.tokens), self.cache)
+        cache, rest = self._pool.fetch_nearest_cache("model", list(prompt))
+        held = len(prompt) - len(rest)
+        if cache is not None and held == len(prompt):  # generation needs at least one token fed
+            if can_trim_prompt_cache(cache):
+                trim_prompt_cache(cache, 1)
+                held -= 1
+            else:
+                cache, held = None, 0
+        if cache is None or held == 0:
+            self.cache, self.tokens = make_prompt_cache(self._model), []
+            return 0
+        self.cache, self.tokens = cache, list(prompt[:held])
+        return held
 
 
 def _eos_ids(model_path: Path, tokenizer) -> set[int]:
@@ -97,12 +132,12 @@ class Engine:
         try:
             from mlx_lm import load
 
-            loaded_model, tokenizer = load(str(path), adapter_path=str(adapter) if adapter else None)
+            loaded_model, tokenizer = load(str(path), adapter_path=str(adapter) if adapter else None)[:2]
         except Z1Error:
             raise
         except Exception as err:  # mlx-lm raises many kinds for a damaged directory
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise Z1Error(f"{path}: cannot load model ({type(err).__name__}: {message})")
+            raise Z1Error(f"{path}: cannot load model ({type(err).__name__}: {message})") from err
         return cls(loaded_model, tokenizer, path, describe(path))
 
     # Prompts
@@ -118,8 +153,10 @@ class Engine:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def new_conversation_cache(self) -> ConversationCache:
-        return ConversationCache(self.model)
+    def new_conversation_cache(self, pool: int = 0) -> ConversationCache:
+        """A cache for one conversation; with `pool` > 0, one that keeps up to `pool` earlier
+        prompts' caches (mlx-lm's `LRUPromptCache`) and starts each prompt from the nearest."""
+        return PooledConversationCache(self.model, pool) if pool > 0 else ConversationCache(self.model)
 
     # Generation
 
@@ -167,7 +204,7 @@ class Engine:
         sampling: Sampling = Sampling(),
         control: WindowControl | None = None,
         conversation: ConversationCache | None = None,
-    ) -> Iterator[Event]:
+    ) -> Events:
         """Generate a reply to `prompt` (token ids) under the shifted window, as events."""
         import mlx.core as mx
         from mlx_lm.generate import generation_stream, wired_limit
@@ -175,7 +212,7 @@ class Engine:
         conversation = conversation or self.new_conversation_cache()
         source = LocalTokens(self, conversation, sampling)
         try:
-            with wired_limit(self.model, [generation_stream]):
+            with wired_limit(self.model, [generation_stream]):  # type: ignore[list-item]
                 yield from drive(source, prompt, window, control, self.encode)
         except GeneratorExit:
             raise  # the consumer stopped reading: the cache still holds exactly its tokens
@@ -212,8 +249,9 @@ class LocalTokens:
         self.pending = list(prompt[reused:])
         return reused
 
-    def stream(self, feed_ids: list[int], feed_text: str, limit: int,
-               should_stop: Callable[[int], str | None]) -> Iterator[Piece]:
+    def stream(
+        self, feed_ids: list[int], feed_text: str, limit: int, should_stop: Callable[[int], str | None]
+    ) -> Generator[Piece, None, Segment]:
         import mlx.core as mx
         from mlx_lm.generate import generate_step
 
@@ -227,7 +265,10 @@ class LocalTokens:
             trim_prompt_cache(conversation.cache, 1)
             feed = [conversation.tokens.pop()]
         steps = generate_step(
-            mx.array(feed), self.engine.model, max_tokens=-1, sampler=self.sampler,
+            mx.array(feed),
+            self.engine.model,
+            max_tokens=-1,
+            sampler=self.sampler,
             logits_processors=self.engine._with_history(self.processors, conversation.tokens),
             prompt_cache=conversation.cache,
         )
@@ -236,7 +277,8 @@ class LocalTokens:
         detok = self.engine._detokenizer()
         end = "stopped"
         try:
-            for token, _ in steps:
+            for step, _ in steps:
+                token = int(step)  # mlx-lm yields Python ints already
                 conversation.tokens.append(token)
                 if token in eos:
                     end = "stop"

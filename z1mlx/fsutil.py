@@ -19,7 +19,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise Z1Error(describe_os_error(err, path))
+        raise Z1Error(describe_os_error(err, path)) from err
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -32,7 +32,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         with _suppress():
             os.unlink(tmp)
         if isinstance(err, OSError):
-            raise Z1Error(describe_os_error(err, path))
+            raise Z1Error(describe_os_error(err, path)) from err
         raise
 
 
@@ -72,7 +72,7 @@ def _pid_alive(pid: int) -> bool:
 
 def sweep_partials(parent: Path) -> list[Path]:
     """Remove half-built directories left by killed processes."""
-    removed = []
+    removed: list[Path] = []
     if not parent.is_dir():
         return removed
     for entry in parent.iterdir():
@@ -134,14 +134,14 @@ def building_dir(out: Path, replace: bool = False):
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise Z1Error(describe_os_error(err, out.parent))
+        raise Z1Error(describe_os_error(err, out.parent)) from err
     sweep_partials(out.parent)
     tmp = partial_dir_for(out)
     try:
         yield tmp
         publish_dir(tmp, out, replace=replace)
     except OSError as err:
-        raise Z1Error(describe_os_error(err, out))
+        raise Z1Error(describe_os_error(err, out)) from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,8 @@ examples:
 """
 
 
-def human_size(n: int) -> str:
+def human_size(size: int) -> str:
+    n = float(size)
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -37,8 +38,10 @@ def table_rows() -> list[list[str]]:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="z1 models", description="List, locate and remove models in the z1 store.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="z1 models",
+        description="List, locate and remove models in the z1 store.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--path", action="store_true", help="print the store location and exit")
     sub = parser.add_subparsers(dest="action")

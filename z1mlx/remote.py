@@ -37,21 +37,29 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
-from .backend import Piece, Segment
+from .backend import Events, Piece, Segment
 from .errors import ModelNotAvailable, Z1Error
-from .events import Event, Sampling
+from .events import Sampling
 from .window import ShiftedWindow, WindowControl, drive
 
 DEFAULT_TIMEOUT = 600.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Enough of a hub repository to render prompts: no weights.
-TOKENIZER_PATTERNS = ["tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json",
-                      "config.json", "generation_config.json", "*.jinja"]
+TOKENIZER_PATTERNS = [
+    "tokenizer*",
+    "vocab*",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "config.json",
+    "generation_config.json",
+    "*.jinja",
+]
 
 
 class DialectError(Z1Error):
@@ -73,7 +81,7 @@ class RetryPolicy:
                 return min(max(float(retry_after), 0.0), self.max_delay * 4)
             except ValueError:
                 pass  # an HTTP date: fall back to our own backoff
-        return min(self.base_delay * 2 ** attempt, self.max_delay)
+        return min(self.base_delay * 2**attempt, self.max_delay)
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -104,8 +112,10 @@ def pick_served_model(listing, wanted: str | None, local_name: str, base: str) -
     if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
         raise DialectError(f"{base} does not speak the OpenAI API: GET /v1/models did not return a model list")
     if any(m.get("owned_by") == "z1-mlx" for m in data):
-        raise Z1Error(f"{base} is a `z1 serve` server, which applies the window itself: point OpenAI clients at it, "
-                      "or --backend at the raw engine")
+        raise Z1Error(
+            f"{base} is a `z1 serve` server, which applies the window itself: point OpenAI clients at it, "
+            "or --backend at the raw engine"
+        )
     ids = [m["id"] for m in data]
     names_it = bool(data) and any("owned_by" in m for m in data)
     if wanted:
@@ -122,25 +132,21 @@ def pick_served_model(listing, wanted: str | None, local_name: str, base: str) -
     raise Z1Error(f"{base} serves several models ({', '.join(ids)}); pick one with --backend {base}#NAME")
 
 
-def iter_sse(lines: Iterable[str]) -> Iterator[dict]:
-    """The JSON payloads of a server-sent event stream, up to `data: [DONE]`."""
-    for line in lines:
-        line = line.rstrip("\r")
-        if not line or line.startswith(":"):
-            continue  # keep-alive comments (mlx_lm.server sends them during long prefills)
-        if not line.startswith("data:"):
-            if line.startswith(("event:", "id:", "retry:")):
-                continue
-            raise DialectError(f"not a server-sent event stream (line {line[:80]!r})")
-        data = line[5:].strip()
-        if data == "[DONE]":
+def iter_events(response) -> Iterator[dict]:
+    """The JSON payloads of a server-sent event stream (parsed by httpx-sse), up to `data: [DONE]`."""
+    from httpx_sse import EventSource
+
+    for event in EventSource(response).iter_sse():
+        if event.data == "[DONE]":
             return
+        if not event.data:
+            continue  # keep-alive comments and data-less events (mlx_lm.server sends them during long prefills)
         try:
-            payload = json.loads(data)
+            payload = json.loads(event.data)
         except json.JSONDecodeError:
-            raise DialectError(f"a streamed event is not JSON ({data[:80]!r})")
+            raise DialectError(f"a streamed event is not JSON ({event.data[:80]!r})") from None
         if not isinstance(payload, dict):
-            raise DialectError(f"a streamed event is not a JSON object ({data[:80]!r})")
+            raise DialectError(f"a streamed event is not a JSON object ({event.data[:80]!r})")
         yield payload
 
 
@@ -173,8 +179,14 @@ def read_chunk(payload: dict) -> Chunk:
 
 
 def completion_body(model: str | None, prompt: str, max_tokens: int, sampling: Sampling) -> dict:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if model is not None:
         body["model"] = model
     # Common extensions (vLLM, SGLang, llama.cpp, mlx_lm.server); sent only when set.
@@ -232,12 +244,30 @@ def tokenizer_dir(spec: str | None) -> Path:
                 directory = Path(snapshot_download(repo, allow_patterns=TOKENIZER_PATTERNS))
             except Exception as err:  # huggingface_hub raises many kinds; the user needs one line
                 if offline():
-                    raise ModelNotAvailable(f"{repo}: its tokenizer is not in the Hugging Face cache and offline mode "
-                                            "is on (HF_HUB_OFFLINE=1)")
-                raise Z1Error(f"{repo}: cannot fetch the tokenizer from the Hugging Face hub ({type(err).__name__})")
+                    raise ModelNotAvailable(
+                        f"{repo}: its tokenizer is not in the Hugging Face cache and offline mode "
+                        "is on (HF_HUB_OFFLINE=1)"
+                    ) from err
+                raise Z1Error(
+                    f"{repo}: cannot fetch the tokenizer from the Hugging Face hub ({type(err).__name__})"
+                ) from err
     if not any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         raise Z1Error(f"{directory}: no tokenizer files (tokenizer.json, tokenizer_config.json)")
     return directory
+
+
+class _Transient(Exception):
+    """A failure worth retrying; `error` is what the user sees if the retries run out."""
+
+    def __init__(self, error: Z1Error, retry_after: str | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _retry_after(state) -> str | None:
+    failure = state.outcome.exception() if state.outcome else None
+    return getattr(failure, "retry_after", None)
 
 
 class HttpClient:
@@ -253,32 +283,43 @@ class HttpClient:
         self.client.close()
 
     def send(self, method: str, path: str, body: dict | None = None, stream: bool = False):
+        """One request, retried by tenacity on connection failures, 429 and 5xx."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.retries + 1),
+            retry=retry_if_exception_type(_Transient),
+            wait=lambda state: self.retry.delay(state.attempt_number - 1, _retry_after(state)),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._send_once(method, path, body, stream)
+        except _Transient as failure:
+            raise failure.error from failure.__cause__
+        raise AssertionError("unreachable")
+
+    def _send_once(self, method: str, path: str, body: dict | None, stream: bool):
         import httpx
 
-        for attempt in range(self.retry.retries + 1):
-            last = attempt == self.retry.retries
-            try:
-                request = self.client.build_request(method, path, json=body)
-                response = self.client.send(request, stream=stream)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-                if not last:
-                    self._sleep(self.retry.delay(attempt))
-                    continue
-                reason = "connection refused" if "refused" in str(err).lower() else (str(err) or type(err).__name__)
-                raise Z1Error(f"cannot reach {self.base}: {reason} (is the server running?)")
-            except httpx.TimeoutException:
-                raise Z1Error(f"{self.base} did not answer {method} {path} within the timeout")
-            except httpx.HTTPError as err:
-                raise Z1Error(f"{self.base}: {method} {path} failed: {type(err).__name__}: {err}")
-            if response.status_code in RETRY_STATUSES and not last:
-                retry_after = response.headers.get("retry-after")
-                response.close()
-                self._sleep(self.retry.delay(attempt, retry_after))
-                continue
-            if response.status_code >= 400:
-                raise self._error(method, path, response)
-            return response
-        raise AssertionError("unreachable")
+        try:
+            request = self.client.build_request(method, path, json=body)
+            response = self.client.send(request, stream=stream)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            reason = "connection refused" if "refused" in str(err).lower() else (str(err) or type(err).__name__)
+            raise _Transient(Z1Error(f"cannot reach {self.base}: {reason} (is the server running?)")) from err
+        except httpx.TimeoutException:
+            raise Z1Error(f"{self.base} did not answer {method} {path} within the timeout") from None
+        except httpx.HTTPError as err:
+            raise Z1Error(f"{self.base}: {method} {path} failed: {type(err).__name__}: {err}") from err
+        if response.status_code in RETRY_STATUSES:
+            retry_after = response.headers.get("retry-after")
+            raise _Transient(self._error(method, path, response), retry_after)
+        if response.status_code >= 400:
+            raise self._error(method, path, response)
+        return response
 
     def _error(self, method: str, path: str, response) -> Z1Error:
         try:
@@ -290,13 +331,16 @@ class HttpClient:
             response.close()
         status = response.status_code
         if status in (401, 403):
-            return Z1Error(f"{self.base} refused the API key ({status}: {detail}); "
-                           "pass --api-key or set $Z1MLX_API_KEY")
+            return Z1Error(
+                f"{self.base} refused the API key ({status}: {detail}); pass --api-key or set $Z1MLX_API_KEY"
+            )
         if status == 404 and path == "/v1/models":
             return DialectError(f"{self.base} does not speak the OpenAI API (GET /v1/models: 404)")
         if status in (404, 405) and path == "/v1/completions":
-            return DialectError(f"{self.base} has no raw-prompt /v1/completions endpoint ({status}); the window needs "
-                                "one (vLLM, SGLang, llama.cpp's server and mlx_lm.server have it)")
+            return DialectError(
+                f"{self.base} has no raw-prompt /v1/completions endpoint ({status}); the window needs "
+                "one (vLLM, SGLang, llama.cpp's server and mlx_lm.server have it)"
+            )
         if status in RETRY_STATUSES:
             return Z1Error(f"{self.base} kept failing ({status} after {self.retry.retries} retries): {detail}")
         return Z1Error(f"{self.base} refused {method} {path} ({status}): {detail}")
@@ -332,9 +376,18 @@ class RemoteEngine:
         self._lock = threading.Lock()
 
     @classmethod
-    def connect(cls, url: str, model: str | None = None, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                *, served_model: str | None = None, retry: RetryPolicy = RetryPolicy(), transport=None,
-                sleep=time.sleep) -> "RemoteEngine":
+    def connect(
+        cls,
+        url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        served_model: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        transport=None,
+        sleep=time.sleep,
+    ) -> "RemoteEngine":
         """Check the server at `url` and load the tokenizer of `model` locally.
 
         `url` is the server's base (http://host:8000, with or without /v1); `#NAME` at its
@@ -347,8 +400,12 @@ class RemoteEngine:
 
         base, fragment = split_url(url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        client = httpx.Client(base_url=base, headers=headers, transport=transport,
-                              timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        client = httpx.Client(
+            base_url=base,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        )
         http = HttpClient(client, base, retry, sleep)
         try:
             response = http.send("GET", "/v1/models")
@@ -357,7 +414,9 @@ class RemoteEngine:
                 try:
                     listing = response.json()
                 except ValueError:
-                    raise DialectError(f"{base} does not speak the OpenAI API: GET /v1/models did not return JSON")
+                    raise DialectError(
+                        f"{base} does not speak the OpenAI API: GET /v1/models did not return JSON"
+                    ) from None
             path = tokenizer_dir(model)
             name, name_model = pick_served_model(listing, served_model or fragment, path.name, base)
             tokenizer = _load_tokenizer(path)
@@ -389,7 +448,7 @@ class RemoteEngine:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
-    def new_conversation_cache(self) -> RemoteConversation:
+    def new_conversation_cache(self, pool: int = 0) -> RemoteConversation:
         return RemoteConversation()
 
     def _prompt_text(self, prompt: list[int]) -> str:
@@ -406,7 +465,7 @@ class RemoteEngine:
         sampling: Sampling = Sampling(),
         control: WindowControl | None = None,
         conversation: RemoteConversation | None = None,
-    ) -> Iterator[Event]:
+    ) -> Events:
         """Generate a reply to `prompt` (token ids) under the shifted window, as events."""
         return drive(RemoteTokens(self, sampling), prompt, window, control, self.encode)
 
@@ -438,8 +497,9 @@ class RemoteTokens:
     def peak_memory_gb(self) -> float:
         return 0.0
 
-    def stream(self, feed_ids: list[int], feed_text: str, limit: int,
-               should_stop: Callable[[int], str | None]) -> Iterator[Piece]:
+    def stream(
+        self, feed_ids: list[int], feed_text: str, limit: int, should_stop: Callable[[int], str | None]
+    ) -> Generator[Piece, None, Segment]:
         import httpx
 
         engine = self.engine
@@ -454,10 +514,12 @@ class RemoteTokens:
                 response.read()  # a server that ignores stream=true answers in one piece
                 payloads = iter([response.json()])
             elif "text/event-stream" in response.headers.get("content-type", ""):
-                payloads = iter_sse(response.iter_lines())
+                payloads = iter_events(response)
             else:
-                raise DialectError(f"{engine.base}: /v1/completions answered "
-                                   f"{response.headers.get('content-type')!r}, not an event stream")
+                raise DialectError(
+                    f"{engine.base}: /v1/completions answered "
+                    f"{response.headers.get('content-type')!r}, not an event stream"
+                )
             for payload in payloads:
                 chunk = read_chunk(payload)
                 usage = chunk.usage or usage
@@ -510,4 +572,4 @@ def _load_tokenizer(path: Path):
         return load_tokenizer(path, eos_token_ids=[eos] if isinstance(eos, int) else eos)
     except Exception as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise Z1Error(f"{path}: cannot load the tokenizer ({type(err).__name__}: {message})")
+        raise Z1Error(f"{path}: cannot load the tokenizer ({type(err).__name__}: {message})") from err

@@ -11,8 +11,15 @@ from pathlib import Path
 
 from .answer import extract_code, reasoning_and_answer
 from .cliutil import (
-    ArgumentParser, add_backend_args, add_model_args, add_sampling_args, add_window_args, cancel_on_interrupt, hint_from,
-    load_engine, sampling_from,
+    ArgumentParser,
+    add_backend_args,
+    add_model_args,
+    add_sampling_args,
+    add_window_args,
+    cancel_on_interrupt,
+    hint_from,
+    load_engine,
+    sampling_from,
 )
 from .errors import Z1Error
 from .fsutil import atomic_write_text
@@ -66,12 +73,12 @@ def read_problem(name: str) -> Problem:
         try:
             data = path.read_bytes()
         except OSError as err:
-            raise Z1Error(f"{name}: cannot read ({err.strerror})")
+            raise Z1Error(f"{name}: cannot read ({err.strerror})") from err
         label = name
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise Z1Error(f"{label}: not UTF-8 text (undecodable byte at offset {err.start})")
+        raise Z1Error(f"{label}: not UTF-8 text (undecodable byte at offset {err.start})") from err
     if not text.strip():
         raise Z1Error(f"{label}: empty problem")
     suffix = Path(name).suffix.lower()
@@ -160,7 +167,9 @@ def result_json(engine_name: str, result, reasoning: str, answer: str, code: str
         "prompt_tps": round(result.prompt_tps, 2),
         "generation_tps": round(result.generation_tps, 2),
         "peak_memory_gb": round(result.peak_memory_gb, 4),
-        "check": None if check is None else {"passed": check.passed, "status": check.status, "summary": check.summary()},
+        "check": None
+        if check is None
+        else {"passed": check.passed, "status": check.status, "summary": check.summary()},
     }
 
 
@@ -177,7 +186,9 @@ def build_parser() -> ArgumentParser:
     add_model_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object with text, token ids and stats")
     parser.add_argument("--out", type=Path, help="write the final code block to this file (atomically)")
-    parser.add_argument("--check", action="store_true", help="run the code against the problem's doctests/asserts in a sandbox")
+    parser.add_argument(
+        "--check", action="store_true", help="run the code against the problem's doctests/asserts in a sandbox"
+    )
     add_sampling_args(parser)
     parser.add_argument("--system", default=None, help="system prompt (default: the model's own)")
     parser.add_argument("--quiet", "-q", action="store_true", help="do not show the reasoning")
@@ -197,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     sampling = sampling_from(args)
     engine = load_engine(args)
     if not args.quiet:
-        print(f"[z1] model {engine.label} · budget {window.budget} · answer cap {window.answer_tokens}", file=sys.stderr)
+        print(
+            f"[z1] model {engine.label} · budget {window.budget} · answer cap {window.answer_tokens}", file=sys.stderr
+        )
     prompt = engine.chat_prompt(solve_messages(problem.source, problem.kind, args.system))
 
     show = not args.quiet and (not args.json or sys.stderr.isatty())
@@ -215,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             elif isinstance(event, Done):
                 result = event.result
 
-    reasoning, answer = reasoning_and_answer(result.thinking_text, result.answer_text, result.window_hit,
-                                             stopped=result.finish_reason == "cancelled")
+    assert result is not None, "the driver always ends with Done"
+    reasoning, answer = reasoning_and_answer(
+        result.thinking_text, result.answer_text, result.window_hit, stopped=result.finish_reason == "cancelled"
+    )
     if not args.json:
         if result.window_hit:
             sys.stdout.write("\n")
@@ -243,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print("[z1] check failed: no code block in the answer", file=sys.stderr)
             exit_code = EXIT_CHECK_FAILED
         else:
-            from .checks import run_check
+            from .checks.check import run_check
 
             check = run_check(code, problem.source if problem.kind == "py" else "")
             print(f"[z1] {check.summary()}", file=sys.stderr)

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from . import locations
 from .convert.command import MANIFEST, Manifest, convert_checkpoint, resolve_dtype, store_name
-from .convert.source import DEFAULT_SOURCE, SUPPORTED_ARCHITECTURES, Checkpoint, check_checkpoint, fetch, looks_like_hub_id, offline
+from .convert.source import (
+    DEFAULT_SOURCE,
+    SUPPORTED_ARCHITECTURES,
+    Checkpoint,
+    check_checkpoint,
+    fetch,
+    looks_like_hub_id,
+    offline,
+)
 from .errors import ModelNotAvailable, Z1Error
 from .fsutil import TMP_MARK, describe_os_error
 
@@ -46,7 +54,7 @@ def list_models() -> list[StoredModel]:
     try:
         paths = sorted(root.iterdir())
     except OSError as err:
-        raise Z1Error(f"cannot read the model store {root}: {err.strerror}")
+        raise Z1Error(f"cannot read the model store {root}: {err.strerror}") from err
     entries = []
     for path in paths:
         if path.name.startswith((".", TMP_MARK)) or not (path / "config.json").is_file():
@@ -70,7 +78,7 @@ def remove(name: str) -> Path:
     try:
         model.path.rename(doomed)
     except OSError as err:
-        raise Z1Error(describe_os_error(err, model.path))
+        raise Z1Error(describe_os_error(err, model.path)) from err
     shutil.rmtree(doomed, ignore_errors=True)
     return model.path
 
@@ -98,7 +106,7 @@ def ensure_demo() -> Path:
     try:
         locations.store_dir().mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise Z1Error(f"cannot create the model store: {describe_os_error(err, locations.store_dir())}")
+        raise Z1Error(f"cannot create the model store: {describe_os_error(err, locations.store_dir())}") from err
     with tempfile.TemporaryDirectory(prefix=".demo-hf-", dir=locations.store_dir()) as tmp:
         source = build_checkpoint(Path(tmp), DEMO_SPEC)
         checkpoint = Checkpoint(source, DEMO, None, check_checkpoint(source))
@@ -138,7 +146,7 @@ def _from_hub(repo_id: str) -> Path:
             raise ModelNotAvailable(
                 f"{repo_id} is not in the store and {'offline mode is on' if offline() else 'the hub is unreachable'}; "
                 f"when online run: z1 convert {repo_id}"
-            )
+            ) from err
         raise
     if is_mlx_model(path):
         return path
@@ -152,8 +160,8 @@ def resolve_model(spec: str | None) -> Path:
     spec = spec or DEFAULT_MODEL
     if spec == DEMO:
         return ensure_demo()
-    if spec in ALIASES:
-        return _from_hub(ALIASES[spec])
+    if (repo := ALIASES.get(spec)) is not None:
+        return _from_hub(repo)
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -179,7 +187,7 @@ def model_name(path: Path) -> str:
     """A model's name: its store name, or owner/name for an MLX repo in the HF cache."""
     path = Path(path)
     if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.parent.parent.name[len("models--"):].replace("--", "/")
+        return path.parent.parent.name[len("models--") :].replace("--", "/")
     return path.name
 
 

@@ -17,10 +17,10 @@ No model, no I/O here.
 
 import threading
 import time
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-from .backend import Piece, Segment, TokenSource
+from .backend import Events, Piece, Segment, TokenSource
 from .events import Continuation, Done, Event, FinishReason, GenerationResult, Phase, Shift, ShiftReason, TextDelta
 
 HINT = "\n\nI overthought it, the final answer should be:\n\n"
@@ -118,7 +118,7 @@ def drive(
     control: WindowControl | None,
     encode: Callable[[str], list[int]],
     clock: Callable[[], float] = time.perf_counter,
-) -> Iterator[Event]:
+) -> Events:
     """Run one reply under the window on `source`, as events ending with `Done`.
 
     `encode` turns the hint and the continuation text into the model's token ids.
@@ -135,8 +135,15 @@ def drive(
 class _Driver:
     """The bookkeeping of one reply; `run` is the whole window, start to finish."""
 
-    def __init__(self, source: TokenSource, prompt: list[int], window: ShiftedWindow, control: WindowControl,
-                 encode: Callable[[str], list[int]], clock: Callable[[], float]):
+    def __init__(
+        self,
+        source: TokenSource,
+        prompt: list[int],
+        window: ShiftedWindow,
+        control: WindowControl,
+        encode: Callable[[str], list[int]],
+        clock: Callable[[], float],
+    ):
         self.source, self.prompt, self.window, self.control = source, prompt, window, control
         self.encode, self.clock = encode, clock
         self.texts: dict[Phase, list[str]] = {"thinking": [], "answer": []}
@@ -148,7 +155,7 @@ class _Driver:
         self.prefill_s = self.later_prefill_s = 0.0
         self.stop_reason: str | None = None  # what the last should_stop answered
 
-    def run(self) -> Iterator[Event]:
+    def run(self) -> Events:
         start = self.clock()
         window, control = self.window, self.control
         self.cached = self.source.begin(self.prompt)
@@ -164,8 +171,13 @@ class _Driver:
             feed_text = ""
             while shift_reason is None:
                 spent = self.counts["thinking"]
-                segment = yield from self._segment("thinking", feed_ids, feed_text, control.budget - spent,
-                                                   self._thinking_stop(spent, control.budget - spent))
+                segment = yield from self._segment(
+                    "thinking",
+                    feed_ids,
+                    feed_text,
+                    control.budget - spent,
+                    self._thinking_stop(spent, control.budget - spent),
+                )
                 feed_ids, feed_text = [], ""
                 if segment.end == "stopped":
                     if self.stop_reason == "cancelled":
@@ -191,16 +203,25 @@ class _Driver:
             assert shift_reason is not None
             budget_at_shift = control.budget  # the window that was hit, whatever moves later
             yield Shift(self.counts["thinking"], window.hint, shift_reason)
-            segment = yield from self._segment("answer", hint_ids, window.hint, window.answer_tokens,
-                                               self._answer_stop(window.answer_tokens))
+            segment = yield from self._segment(
+                "answer", hint_ids, window.hint, window.answer_tokens, self._answer_stop(window.answer_tokens)
+            )
             if segment.end == "stop":
                 finish = "stop"
             elif segment.end == "stopped" and self.stop_reason == "cancelled":
                 finish = "cancelled"
             else:
                 finish = "length"
-        yield Done(self._result(start, finish, shifted, shift_reason if shifted else None,
-                                control.budget if budget_at_shift is None else budget_at_shift, hint_ids))
+        yield Done(
+            self._result(
+                start,
+                finish,
+                shifted,
+                shift_reason if shifted else None,
+                control.budget if budget_at_shift is None else budget_at_shift,
+                hint_ids,
+            )
+        )
 
     def _thinking_stop(self, spent: int, limit: int) -> Callable[[int], str | None]:
         control, exact = self.control, self.source.exact_counts
@@ -227,8 +248,9 @@ class _Driver:
 
         return should_stop
 
-    def _segment(self, phase: Phase, feed_ids: list[int], feed_text: str, limit: int,
-                 should_stop: Callable[[int], str | None]):
+    def _segment(
+        self, phase: Phase, feed_ids: list[int], feed_text: str, limit: int, should_stop: Callable[[int], str | None]
+    ) -> Generator[Event, None, Segment]:
         """Stream one segment as TextDeltas; returns its `Segment` (via `yield from`)."""
         offset = self.counts[phase]
         self.stop_reason = None
@@ -266,8 +288,15 @@ class _Driver:
         self.counts["thinking"] += len(ids)
         yield TextDelta(text, "thinking", self.counts["thinking"])
 
-    def _result(self, start: float, finish: FinishReason, shifted: bool, shift_reason: ShiftReason | None,
-                budget: int, hint_ids: list[int]) -> GenerationResult:
+    def _result(
+        self,
+        start: float,
+        finish: FinishReason,
+        shifted: bool,
+        shift_reason: ShiftReason | None,
+        budget: int,
+        hint_ids: list[int],
+    ) -> GenerationResult:
         ended = self.clock()
         first = self.first_at
         generated = self.counts["thinking"] - self.forced_tokens + self.counts["answer"]

@@ -138,7 +138,9 @@ def test_min_thinking_replaces_early_ends_with_the_continuation():
     assert result.forced_continuations == 2 and result.forced_tokens == 2 and result.min_thinking == 10
     assert source.dropped == 2 and END not in source.context[:-1] and source.context[-1] == END
     assert [(e.thinking_tokens, e.text, e.count) for e in events if isinstance(e, Continuation)] == [
-        (3, "W", 1), (6, "W", 2)]
+        (3, "W", 1),
+        (6, "W", 2),
+    ]
     streamed = "".join(e.text for e in events if isinstance(e, TextDelta) and e.phase == "thinking")
     assert streamed == result.thinking_text
 
@@ -165,8 +167,9 @@ def test_estimated_counts_let_the_source_stop_at_its_limit():
     assert [limit for _, _, limit in source.feeds] == [7, 3]
 
 
-@pytest.mark.parametrize("kwargs", [{"min_thinking": -1}, {"min_thinking": 2, "continue_text": ""},
-                                    {"min_thinking": 1.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"min_thinking": -1}, {"min_thinking": 2, "continue_text": ""}, {"min_thinking": 1.5}]
+)
 def test_window_rejects_bad_think_longer_values(kwargs):
     with pytest.raises(ValueError):
         ShiftedWindow(**kwargs)

@@ -1,0 +1,1 @@
+"""`--check`: the tests a problem file states, the harness that runs them, and the sandbox."""
