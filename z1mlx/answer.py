@@ -9,7 +9,9 @@ marks the answer as, in order of preference:
 3. otherwise the whole text (reasoning is then empty).
 """
 
+import ast
 import re
+from collections.abc import Sequence
 
 _KEYWORD = (
     r"(?:final[ \t]+answer|final[ \t]+solution|final[ \t]+code|answer|solution|in[ \t]+summary|to[ \t]+summarize)"
@@ -49,15 +51,33 @@ def split_reply(text: str) -> tuple[str, str]:
     return "", text.strip()
 
 
-def extract_code(text: str, prefer: str = "python") -> str | None:
-    """The last fenced code block, preferring blocks tagged `prefer` (or untagged)."""
+def extract_code(text: str, prefer: str = "python", defines: Sequence[str] = ()) -> str | None:
+    """The solution's code block: among blocks tagged `prefer` (or untagged), the last one
+    that defines one of `defines` (the problem's entry points), else the last one. A usage
+    example after the solution is then not taken for it."""
     blocks = [(lang.lower(), body) for lang, body in _CODE_BLOCK.findall(text)]
     if not blocks:
         # An answer cut off by its token cap may have an unclosed fence.
         open_fence = re.search(r"```([\w+-]*)[^\n]*\n(.*)\Z", text, re.DOTALL)
         return open_fence.group(2).rstrip() + "\n" if open_fence else None
-    preferred = [body for lang, body in blocks if lang in (prefer, "py", "")]
-    return (preferred or [body for _, body in blocks])[-1]
+    candidates = [body for lang, body in blocks if lang in (prefer, "py", "")] or [body for _, body in blocks]
+    defining = [body for body in candidates if defines and defined_names(body) & set(defines)]
+    return (defining or candidates)[-1]
+
+
+def defined_names(code: str) -> set[str]:
+    """Top-level functions, classes and assigned names of `code` (by pattern if it does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set(re.findall(r"^(?:async[ \t]+)?(?:def|class)[ \t]+(\w+)", code, re.MULTILINE))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
 
 
 def reasoning_and_answer(

@@ -26,7 +26,7 @@ from .fsutil import atomic_write_text
 from .prompts import solve_messages
 from .window import ShiftedWindow, WindowControl
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_NO_TESTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 EXAMPLES = """\
 examples:
@@ -43,7 +43,9 @@ welcome), a .md/.txt statement, or - for standard input.
 
 exit codes:
   0    success (and, with --check, the tests passed)
-  1    --check failed, or no code block to write for --out/--check
+  1    --check failed (a test failed, or the code erred, timed out or ended early),
+       or no code block to write for --out/--check
+  3    --check found no tests in the problem: the code ran, nothing was checked
   2    usage or input error (bad flag, unreadable problem, unknown model)
   130  interrupted (Ctrl+C); what was generated so far is printed
 """
@@ -187,7 +189,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object with text, token ids and stats")
     parser.add_argument("--out", type=Path, help="write the final code block to this file (atomically)")
     parser.add_argument(
-        "--check", action="store_true", help="run the code against the problem's doctests/asserts in a sandbox"
+        "--check", action="store_true", help="run the code against the problem's own tests in a sandbox"
+    )
+    parser.add_argument(
+        "--sandbox",
+        choices=("auto", "bwrap", "seatbelt", "rlimits"),
+        default="auto",
+        help="how --check isolates the code: auto (bubblewrap on Linux, sandbox-exec on macOS; the default), "
+        "or rlimits: resource limits only, no file, process or network isolation",
     )
     add_sampling_args(parser)
     parser.add_argument("--system", default=None, help="system prompt (default: the model's own)")
@@ -201,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     from .events import Continuation, Done, Shift, TextDelta
 
     problem = read_problem(args.problem)
+    sandbox = args.sandbox
+    if args.check:  # before the model loads: a missing sandbox tool is a one-line error at once
+        from .checks.sandbox import RLIMITS_WARNING, resolve_mode
+
+        sandbox = resolve_mode(args.sandbox)
+        if sandbox == "rlimits":
+            print(f"[z1] warning: {RLIMITS_WARNING}", file=sys.stderr)
     try:
         window = ShiftedWindow(args.budget, args.answer_tokens, hint_from(args), args.min_thinking, args.continue_text)
     except ValueError as err:
@@ -243,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(summary_line(result, window.budget), file=sys.stderr)
 
-    code = extract_code(answer) or extract_code(reasoning + "\n" + answer)
+    tests = None
+    if args.check or args.out:
+        from .checks.check import tests_from_problem
+
+        tests = tests_from_problem(problem.source if problem.kind == "py" else "")
+    defines = tests.entry_points if tests is not None else []
+    code = extract_code(answer, defines=defines) or extract_code(reasoning + "\n" + answer, defines=defines)
     exit_code = EXIT_INTERRUPTED if result.finish_reason == "cancelled" else EXIT_OK
     check = None
     if exit_code == EXIT_OK and args.out:
@@ -260,9 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .checks.check import run_check
 
-            check = run_check(code, problem.source if problem.kind == "py" else "")
+            check = run_check(code, problem.source if problem.kind == "py" else "", sandbox=sandbox)
             print(f"[z1] {check.summary()}", file=sys.stderr)
-            if not check.passed:
+            if check.status == "no_tests":
+                exit_code = EXIT_NO_TESTS
+            elif not check.passed:
                 exit_code = EXIT_CHECK_FAILED
     if args.json:
         print(json.dumps(result_json(engine.name, result, reasoning, answer, code, check)))

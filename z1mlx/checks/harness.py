@@ -1,20 +1,29 @@
 """The check harness: runs INSIDE the sandbox, with the standard library alone.
 
 `checks.build_check_script` sends this file's source followed by one call,
-`main(CODE, TESTS)`. The summary goes straight to fd 1, so a candidate that replaced or
-closed sys.stdout cannot hide it, and os._exit skips the candidate's atexit hooks and
-non-daemon threads.
+`main(CODE, TESTS, CHANNEL)` (the sandbox has already capped the processes and dropped
+to the unprivileged uid). Before any candidate code runs, the harness reads the run's
+secret from its nonce descriptor and closes it, removes its own script file, and keeps
+its own references to the functions it reports with. Then it loads the problem's helper
+definitions, the candidate, the problem's test functions, and runs the tests.
+
+The report goes to a descriptor of its own (never stdout or stderr, which the candidate
+may print anything on) as the repr of one dict with the secret; the parent accepts it only
+if the secret matches and the count of tests run is the count it extracted. A candidate
+that exits early, exits 0 before the tests, prints a report of its own, or replaces
+`json.dumps`, `os.write`, `os._exit` or `repr` therefore fails. What this cannot stop:
+code that searches the harness's memory for the secret, or rewrites the harness's own
+functions, and then reports a pass itself (the sandbox still contains it).
 """
 
+import ast
 import doctest
-import json
 import linecache
 import os
 import sys
 import traceback
 import types
 
-SUMMARY_PREFIX = "Z1CHECK "
 MAX_FAILURES = 5
 MESSAGE_CHARS = 300
 
@@ -46,18 +55,39 @@ class Report:
             self.memory = True
 
 
-def load(code, imports):
-    # A real module, so dataclasses, pickle and `from solution import f` work.
+def enter(channel):
+    """Everything that must happen before the candidate's first line; returns the secret
+    and the reporting functions as they are now."""
+    nonce = os.read(channel["nonce_fd"], 256).decode()
+    os.close(channel["nonce_fd"])
+    try:
+        os.unlink(os.path.abspath(sys.argv[0]))  # this script: nothing of the run left to read
+    except OSError:
+        pass
+    # The report is the repr of built-in values: no library code the candidate could patch.
+    return nonce, {"write": os.write, "exit": os._exit, "repr": repr, "close": os.close}
+
+
+def run_source(source, namespace, filename):
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+
+
+def load(code, before, after):
+    """The problem's helpers (`before`), the candidate, then the problem's test functions
+    (`after`), in one namespace: a real module `solution`, so dataclasses, pickle and
+    `from solution import f` work."""
     module = types.ModuleType("solution")
     sys.modules["solution"] = module
     namespace = module.__dict__
-    for source in imports:
+    for source in before:
         try:
             exec(source, namespace)
         except Exception:
             pass  # a test that needs it will say so
-    linecache.cache["<solution>"] = (len(code), None, code.splitlines(True), "<solution>")
-    exec(compile(code, "<solution>", "exec"), namespace)
+    run_source(code, namespace, "<solution>")
+    for source in after:
+        exec(source, namespace)
     return namespace
 
 
@@ -104,9 +134,30 @@ def run_steps(steps, namespace, report):
             report.message(f"{failing_line(exc, step['source'])}: {describe(exc)}")
 
 
+def literal(text):
+    try:
+        return True, ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False, None
+
+
+class ReadingChecker(doctest.OutputChecker):
+    """Docstring examples compared as a person reads them: `>>> f(x) == y` with no output
+    line expects True, and values that differ only in quoting or spacing agree."""
+
+    def check_output(self, want, got, optionflags):
+        if super().check_output(want, got, optionflags):
+            return True
+        if not want.strip():
+            return got.strip() == "True"
+        wanted, expected = literal(want)
+        parsed, actual = literal(got)
+        return wanted and parsed and type(expected) is type(actual) and expected == actual
+
+
 class Runner(doctest.DocTestRunner):
     def __init__(self, report):
-        super().__init__(verbose=False, optionflags=doctest.NORMALIZE_WHITESPACE)
+        super().__init__(checker=ReadingChecker(), verbose=False, optionflags=doctest.NORMALIZE_WHITESPACE)
         self.report = report
 
     def report_failure(self, out, test, example, got):
@@ -128,35 +179,49 @@ def run_doctests(blocks, namespace, report):
         report.failed += failed
 
 
-def main(code, tests):
-    """Run `tests` (a `checks.ProblemTests` as a dict) against the candidate `code`; the
-    summary goes to fd 1 and the process exits here."""
-    report = Report()
+def run_as_main(code):
+    """No tests: the candidate runs as a program, and its report says how it ended."""
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    run_source(code, namespace, "<solution>")
+
+
+def main(code, tests, channel):
+    nonce, keep = enter(channel)
+    report, advisory = Report(), Report()
     error = None
     try:
-        namespace = load(code, tests["imports"])
+        if tests is None:
+            run_as_main(code)
+        else:
+            namespace = load(code, tests["before"], tests["after"])
     except KeyboardInterrupt:
         raise
+    except SystemExit as exc:
+        if tests is not None or exc.code not in (None, 0):
+            error = f"SystemExit: {exc.code}"
     except BaseException as exc:
         report.saw(exc)
         print_candidate_traceback(exc)
         error = describe(exc)
-    if error is None:
+    if error is None and tests is not None:
         run_steps(tests["steps"], namespace, report)
-        run_doctests(tests["doctests"], namespace, report)
-    if report.memory:
+        run_doctests(tests["doctests"], namespace, advisory if tests["advisory_doctests"] else report)
+    if report.memory or advisory.memory:
         print("MemoryError raised by the code under test", file=sys.stderr)
     summary = {
+        "nonce": nonce,
         "total": report.total,
         "passed": report.total - report.failed,
         "failed": report.failed,
         "failures": report.failures,
         "error": error,
+        "advisory": {"total": advisory.total, "failed": advisory.failed, "failures": advisory.failures},
     }
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()
         except Exception:
             pass
-    os.write(1, ("\n" + SUMMARY_PREFIX + json.dumps(summary) + "\n").encode())
-    os._exit(0 if error is None and report.failed == 0 else 1)
+    keep["write"](channel["report_fd"], keep["repr"](summary).encode())
+    keep["close"](channel["report_fd"])
+    keep["exit"](0 if error is None and report.failed == 0 else 1)
