@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .answer import extract_code, reasoning_and_answer
+from .answer import defined_names, extract_code, reasoning_and_answer
 from .cliutil import (
     ArgumentParser,
     add_backend_args,
@@ -175,6 +175,16 @@ def result_json(engine_name: str, result, reasoning: str, answer: str, code: str
     }
 
 
+def solution_code(reasoning: str, answer: str, defines: list[str]) -> str | None:
+    """The code block that is the solution: in the answer, else anywhere in the reply, the
+    last block defining one of the problem's entry points; else the answer's last block."""
+    for text in (answer, reasoning + "\n" + answer):
+        code = extract_code(text, defines=defines)
+        if code is not None and (not defines or defined_names(code) & set(defines)):
+            return code
+    return extract_code(answer) or extract_code(reasoning + "\n" + answer)
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="z1 solve",
@@ -265,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
         tests = tests_from_problem(problem.source if problem.kind == "py" else "")
     defines = tests.entry_points if tests is not None else []
-    code = extract_code(answer, defines=defines) or extract_code(reasoning + "\n" + answer, defines=defines)
+    code = solution_code(reasoning, answer, defines)
     exit_code = EXIT_INTERRUPTED if result.finish_reason == "cancelled" else EXIT_OK
     check = None
     if exit_code == EXIT_OK and args.out:

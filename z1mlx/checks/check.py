@@ -132,7 +132,8 @@ def tests_from_problem(problem_source: str) -> ProblemTests:
     except (SyntaxError, ValueError):
         return ProblemTests(doctests=_doctest_blocks_in_text(problem_source))
     test_functions = _test_functions(tree)
-    before, after = [], []
+    before: list[str] = []
+    after: list[str] = []
     for node in tree.body:
         if _is_import(node) and not _is_future(node):
             before.append(ast.unparse(node))
@@ -189,9 +190,11 @@ def interpret(result: SandboxResult, tests: ProblemTests, nonce: str) -> CheckRe
     if result.report is not None and report is None:
         return outcome("error", ["the check's report was forged or damaged"])
     if report is None:
-        why = _last_line(result.stderr) or result.reason or f"exit status {result.returncode}"
-        when = "before the tests ran" if not tests.empty else "before it finished"
-        return outcome("error", [f"the code ended {when} ({why})"])
+        # What the code printed is its own to choose: only a failing exit's last line is shown.
+        why = result.reason or "exit status 0"
+        if result.returncode and (last := _last_line(result.stderr)):
+            why = f"{why}: {last}"
+        return outcome("error", [f"the code ended before the tests finished ({why})"])
     if report.get("error"):
         what = "the code failed" if tests.empty else "could not load the code"
         return outcome("error", [f"{what}: {report['error']}"])

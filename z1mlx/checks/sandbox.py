@@ -296,7 +296,7 @@ def bwrap_command(workdir: str, python: str, as_root: bool, processes: int) -> l
     if not prefix.startswith("/usr/"):
         # Its parents exist inside only as mount points; make them traversable by NOBODY.
         parent = os.path.dirname(prefix)
-        parents = []
+        parents: list[str] = []
         while parent not in ("/", ""):
             parents.insert(0, parent)
             parent = os.path.dirname(parent)
