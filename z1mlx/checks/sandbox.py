@@ -16,7 +16,7 @@ Modes:
 Every mode applies the same limits: CPU time (the main one), a generous wall clock,
 address space, file size, open files, and a process cap (bwrap and seatbelt).
 
-The interpreter is the base Python of the one running z1, with `-I -B`: the standard
+The interpreter is the base Python of the one running z1, with `-I -S -B`: the standard
 library only, no site-packages of z1's environment.
 """
 
@@ -49,14 +49,17 @@ NOBODY = 65534
 # Inside bwrap, before the script: cap the processes and, when the sandbox left it to us
 # (caller root, so no user namespace), drop to NOBODY, whose processes the kernel counts.
 BOOTSTRAP = (
-    "import os, resource, runpy, sys\n"
+    "import os, resource, sys\n"
     "cap, drop = int(sys.argv[1]), sys.argv[2] == '1'\n"
     "if drop:\n"
     "    os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
     "if cap:\n"
     "    resource.setrlimit(resource.RLIMIT_NPROC, (cap, cap))\n"
     "sys.argv = sys.argv[3:]\n"
-    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "with open(sys.argv[0], encoding='utf-8') as f:\n"
+    "    source = f.read()\n"
+    "del cap, drop, f\n"
+    "exec(compile(source, sys.argv[0], 'exec'), {'__name__': '__main__', '__file__': sys.argv[0]})\n"
 )
 FILE_SIZE_LIMIT = 16 * 1024 * 1024
 OPEN_FILES_LIMIT = 64
@@ -164,11 +167,11 @@ def run_sandboxed(
             command, env = bwrap_command(workdir, python, drop, limits.processes), None
             isolation = ["bwrap", *isolation]
         elif mode == "seatbelt":
-            command = [SANDBOX_EXEC, "-p", seatbelt_profile(workdir), python, "-I", "-B", path]
+            command = [SANDBOX_EXEC, "-p", seatbelt_profile(workdir), python, "-I", "-S", "-B", path]
             env = minimal_env(workdir, workdir)
             isolation = ["seatbelt", *isolation]
         else:
-            command, env = [python, "-I", "-B", path], minimal_env(workdir, workdir)
+            command, env = [python, "-I", "-S", "-B", path], minimal_env(workdir, workdir)
         cpu_before = _children_cpu_seconds()
         start = time.monotonic()
         try:
@@ -308,7 +311,7 @@ def bwrap_command(workdir: str, python: str, as_root: bool, processes: int) -> l
     for name, value in minimal_env(INSIDE, "/tmp").items():
         command += ["--setenv", name, value]
     script = f"{INSIDE}/{SCRIPT_NAME}"
-    run = [python, "-I", "-B", "-c", BOOTSTRAP, str(processes), "1" if as_root else "0", script]
+    run = [python, "-I", "-S", "-B", "-c", BOOTSTRAP, str(processes), "1" if as_root else "0", script]
     return [shutil.which("bwrap") or "bwrap", *command[1:], *run]
 
 
