@@ -220,10 +220,12 @@ def tokenizer_dir(spec: str | None) -> Path:
     files (a few MB, not the weights) into the Hugging Face cache.
     """
     from .convert.source import looks_like_hub_id, offline
-    from .store import ALIASES, DEFAULT_MODEL, DEMO, ensure_demo, find, list_models
+    from .store import ALIASES, DEFAULT_MODEL, DEMO_RANDOM, SHIPPED, ensure_demo, find, list_models, shipped_model
 
     spec = spec or DEFAULT_MODEL
-    if spec == DEMO:
+    if spec in SHIPPED:
+        return shipped_model(spec)
+    if spec == DEMO_RANDOM:
         return ensure_demo()
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -1,6 +1,8 @@
 """The model store, and what `--model` means.
 
-`--model` accepts, in this order: the aliases `z1-7b` and `demo`, a local directory (an
+`--model` accepts, in this order: the aliases `z1-7b`, `demo` (micro-Z1, shipped in the
+package), `demo-long` (its long-only twin) and `demo-random` (random weights with Z1-7B's
+architecture, built into the store on first use), a local directory (an
 MLX model is used as is; a Hugging Face checkpoint is converted once into the store), a
 model name in the store (see `z1 models`), or a hub id (converted once into the store,
 unless the repository already holds MLX weights).
@@ -31,7 +33,10 @@ from .fsutil import TMP_MARK, describe_os_error
 
 DEFAULT_MODEL = "z1-7b"
 DEMO = "demo"
-ALIASES = {DEFAULT_MODEL: DEFAULT_SOURCE, DEMO: None}
+DEMO_LONG = "demo-long"
+DEMO_RANDOM = "demo-random"
+SHIPPED = (DEMO, DEMO_LONG)  # micro-Z1 and its twin, inside the package: no build step
+ALIASES = {DEFAULT_MODEL: DEFAULT_SOURCE, DEMO: None, DEMO_LONG: None, DEMO_RANDOM: None}
 
 
 @dataclass(frozen=True)
@@ -94,22 +99,32 @@ def is_mlx_model(path: Path) -> bool:
     return "quantization" in config
 
 
+def shipped_model(name: str) -> Path:
+    """micro-Z1 (`demo`) or its long-only twin (`demo-long`), as shipped in the package."""
+    from .microz1 import shipped_dir
+
+    path = shipped_dir(name)
+    if not (path / "config.json").is_file():
+        raise Z1Error(f"the {name} model is missing from this installation ({path}); reinstall z1-mlx")
+    return path
+
+
 def ensure_demo() -> Path:
-    """Build the random tiny demo model into the store on first use (seconds)."""
-    out = locations.models_dir() / DEMO
+    """Build the random tiny model (`demo-random`) into the store on first use (seconds)."""
+    out = locations.models_dir() / DEMO_RANDOM
     if out.is_dir() and (out / MANIFEST).is_file():
         return out
     damaged = out.exists()  # left by hand or by an older build: rebuilt in its place
     from .convert.demo import DEMO_SPEC, build_checkpoint
 
-    log("[z1] building the demo model (random weights, Z1-7B's architecture) ...")
+    log("[z1] building the random demo model (random weights, Z1-7B's architecture) ...")
     try:
         locations.store_dir().mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise Z1Error(f"cannot create the model store: {describe_os_error(err, locations.store_dir())}") from err
     with tempfile.TemporaryDirectory(prefix=".demo-hf-", dir=locations.store_dir()) as tmp:
         source = build_checkpoint(Path(tmp), DEMO_SPEC)
-        checkpoint = Checkpoint(source, DEMO, None, check_checkpoint(source))
+        checkpoint = Checkpoint(source, DEMO_RANDOM, None, check_checkpoint(source))
         try:
             convert_checkpoint(checkpoint, out, dtype="auto", verify=True, force=damaged, log=log)
         except Z1Error:
@@ -118,8 +133,9 @@ def ensure_demo() -> Path:
     return out
 
 
-def _convert_into_store(checkpoint: Checkpoint, label: str) -> Path:
-    name = store_name(label, 4, resolve_dtype("auto"))
+def _convert_into_store(checkpoint: Checkpoint, label: str, quantize: bool = True) -> Path:
+    bits = 4 if quantize else None
+    name = store_name(label, bits, resolve_dtype("auto"))
     out = locations.models_dir() / name
     existing = Manifest.read(out) if out.is_dir() else None
     if existing and existing.source == checkpoint.source:
@@ -129,8 +145,9 @@ def _convert_into_store(checkpoint: Checkpoint, label: str) -> Path:
         out = out.with_name(f"{name}-{digest}")
         if out.is_dir():
             return out
-    log(f"[z1] converting {checkpoint.source} to 4-bit MLX in the store (once) ...")
-    convert_checkpoint(checkpoint, out, log=log)
+    kind = "4-bit" if quantize else "unquantized"
+    log(f"[z1] converting {checkpoint.source} to {kind} MLX in the store (once) ...")
+    convert_checkpoint(checkpoint, out, quantize=quantize, log=log)
     return out
 
 
@@ -155,10 +172,14 @@ def _from_hub(repo_id: str) -> Path:
     return _convert_into_store(Checkpoint(path, repo_id, revision, path_config), repo_id)
 
 
-def resolve_model(spec: str | None) -> Path:
-    """Turn any `--model` value into a local MLX model directory."""
+def resolve_model(spec: str | None, quantize: bool = True) -> Path:
+    """Turn any `--model` value into a local MLX model directory; a Hugging Face checkpoint
+    directory is converted into the store at 4 bits, or unquantized with `quantize=False`
+    (what full fine-tuning needs)."""
     spec = spec or DEFAULT_MODEL
-    if spec == DEMO:
+    if spec in SHIPPED:
+        return shipped_model(spec)
+    if spec == DEMO_RANDOM:
         return ensure_demo()
     if (repo := ALIASES.get(spec)) is not None:
         return _from_hub(repo)
@@ -171,7 +192,7 @@ def resolve_model(spec: str | None) -> Path:
             check_checkpoint(path)
             return path
         config = check_checkpoint(path)
-        return _convert_into_store(Checkpoint(path, str(path), None, config), path.name)
+        return _convert_into_store(Checkpoint(path, str(path), None, config), path.name, quantize)
     stored = find(spec)
     if stored:
         return stored.path
@@ -196,7 +217,19 @@ def describe(path: Path) -> str:
     label = manifest.name if manifest else model_name(path)
     if manifest and manifest.random_weights:
         label += " (random weights: output is noise)"
+    from .microz1 import micro_label
+
+    if note := micro_label(path):
+        label += f" ({note})"
     return label
 
 
-__all__ = ["resolve_model", "list_models", "remove", "ensure_demo", "describe", "SUPPORTED_ARCHITECTURES"]
+__all__ = [
+    "resolve_model",
+    "list_models",
+    "remove",
+    "ensure_demo",
+    "shipped_model",
+    "describe",
+    "SUPPORTED_ARCHITECTURES",
+]

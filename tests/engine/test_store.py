@@ -25,9 +25,9 @@ def test_locations_follow_z1mlx_home_then_xdg(monkeypatch, tmp_path):
 
 
 def test_demo_alias_builds_once_and_is_labelled(isolated_home):
-    first = store.resolve_model("demo")
+    first = store.resolve_model("demo-random")
     stamp = (first / MANIFEST).stat().st_mtime_ns
-    assert store.resolve_model("demo") == first
+    assert store.resolve_model("demo-random") == first
     assert (first / MANIFEST).stat().st_mtime_ns == stamp  # reused, not rebuilt
     manifest = Manifest.read(first)
     assert manifest.random_weights and manifest.bits == 4 and manifest.dtype == "float32"
@@ -147,9 +147,9 @@ def test_atomic_write_keeps_usual_modes_and_reports_errors_in_one_line(tmp_path)
 
 
 def test_damaged_demo_is_rebuilt(isolated_home):
-    demo = store.resolve_model("demo")
+    demo = store.resolve_model("demo-random")
     (demo / MANIFEST).unlink()
-    rebuilt = store.resolve_model("demo")
+    rebuilt = store.resolve_model("demo-random")
     assert rebuilt == demo and (demo / MANIFEST).is_file()
 
 

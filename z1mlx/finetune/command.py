@@ -212,7 +212,7 @@ def plan_run(settings: Settings) -> Plan:
 
     from ..store import resolve_model
 
-    model_path = resolve_model(settings.model)
+    model_path = resolve_model(settings.model, quantize=settings.type != "full")
     config = _model_config(model_path)
     n_layers = int(config.get("num_hidden_layers", 0))
     if settings.layers is not None and n_layers and settings.layers > n_layers:

@@ -217,7 +217,9 @@ def build_model(job: Job):
     model, _ = load_model(Path(job.model))
     mx.random.seed(job.seed)
     model.freeze()
-    if job.fine_tune_type == "full":
+    if job.fine_tune_type == "full" and job.num_layers >= len(model.layers):
+        model.unfreeze()  # every layer: the whole model, embeddings and final norm included
+    elif job.fine_tune_type == "full":
         for layer in model.layers[-job.num_layers :]:
             layer.unfreeze()
     else:

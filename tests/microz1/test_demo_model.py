@@ -1,0 +1,102 @@
+"""The shipped micro-Z1 models: offline, labelled, and as accurate as their recorded figures."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from z1mlx import store
+from z1mlx.microz1 import MODELS, tasks
+from z1mlx.microz1.evaluate import FULL_BUDGET, evaluate
+from z1mlx.window import HINT
+
+from helpers import greedy_reference, z1
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "straight_line.py"
+FIGURES = json.loads((MODELS / "figures.json").read_text())
+# Recorded on 200 programs of each kind; the tests use fewer, so allow for sampling error.
+MARGIN = 0.12
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from z1mlx.engine import Engine
+
+    return Engine.load("demo")
+
+
+def test_demo_loads_from_the_package_with_no_build_and_says_what_it_is(isolated_home):
+    for name, style in (("demo", "short or step-by-step"), ("demo-long", "long-only twin")):
+        path = store.resolve_model(name)
+        assert path == MODELS / name and (path / "model.safetensors").stat().st_size < 4_000_000
+        label = store.describe(path)
+        assert "micro-Z1" in label and "M-parameter model that only knows tiny straight-line Python" in label
+        assert style in label
+    assert not (isolated_home / "models" / "demo").exists()  # nothing was built into the store
+
+
+def test_solve_shows_a_trace_and_a_final_sentence(demo):
+    proc = z1("solve", EXAMPLE, "--model", "demo", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert not out["window_hit"] and out["finish_reason"] == "stop"
+    lines = (out["reasoning"] + out["answer"]).strip().splitlines()
+    assert len(lines) >= 4 and lines[-1].startswith("So it prints ") and tasks.last_number(lines[-1]) is not None
+    assert out["thinking_tokens"] == len(out["thinking_token_ids"]) > 30
+    # The tokens are mlx-lm's own greedy tokens for the same prompt.
+    assert out["thinking_token_ids"] == greedy_reference(demo, out["prompt_token_ids"], 400)
+
+
+def test_a_small_budget_cuts_the_trace_and_the_hint_gets_a_number():
+    proc = z1("solve", EXAMPLE, "--model", "demo", "--budget", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["window_hit"] and out["thinking_tokens"] == 8 and out["hint"] == HINT
+    assert tasks.last_number(out["answer"]) is not None
+
+
+def test_easy_problems_get_one_sentence(tmp_path):
+    problem = tmp_path / "easy.py"
+    problem.write_text("a = 4\nb = a + 3\nprint(b)\n")
+    proc = z1("solve", problem, "--model", "demo", "--json")
+    out = json.loads(proc.stdout)
+    reply = (out["reasoning"] + out["answer"]).strip()
+    assert proc.returncode == 0 and reply.startswith("It prints ") and "\n" not in reply
+    assert out["thinking_tokens"] <= 20
+
+
+def test_chat_answers_a_program_typed_as_a_message(demo):
+    from z1mlx.chat.conversation import Conversation
+    from z1mlx.window import WindowControl
+
+    chat = Conversation(demo, None)
+    for _ in chat.send(EXAMPLE.read_text().rstrip("\n"), WindowControl(4096)):
+        pass
+    result = chat.last_result
+    lines = result.text.strip().splitlines()
+    assert not result.window_hit and len(lines) >= 4 and lines[-1].startswith("So it prints ")
+
+
+def test_an_off_task_message_still_gets_a_reply_and_the_label_says_why():
+    proc = z1("chat", "--plain", "--model", "demo", input="What is the capital of France?\n", timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "anything else gets nonsense" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", ["demo", "demo-long"])
+def test_the_recorded_figures_hold(name):
+    from z1mlx.engine import Engine
+
+    engine = Engine.load(name)
+    recorded = FIGURES["models"][name]
+    easy = evaluate(engine, "easy", 40, (FULL_BUDGET,), seed=101)[0]
+    hard = evaluate(engine, "hard", 40, (FULL_BUDGET,), seed=101)[0]
+    assert easy.accuracy >= recorded["easy"]["accuracy"] - MARGIN
+    assert hard.accuracy >= recorded["hard"][-1]["accuracy"] - MARGIN
+    if name == "demo":  # short when easy, long when hard
+        assert hard.mean_thinking_tokens >= 4 * easy.mean_thinking_tokens
+    for measured, figure in ((easy, recorded["easy"]), (hard, recorded["hard"][-1])):
+        assert (
+            abs(measured.mean_thinking_tokens - figure["mean_thinking_tokens"]) <= 0.25 * figure["mean_thinking_tokens"]
+        )

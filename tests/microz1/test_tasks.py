@@ -1,0 +1,86 @@
+"""micro-Z1's task family and training data: checked against Python itself."""
+
+import contextlib
+import io
+import json
+import random
+
+import pytest
+
+from z1mlx.finetune.data import parse_file
+from z1mlx.microz1 import tasks
+from z1mlx.prompts import solve_messages
+from z1mlx.window import HINT
+
+
+def run_python(source: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(source, "<program>", "exec"), {})
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", [tasks.EASY, tasks.HARD])
+def test_programs_are_the_family_and_python_agrees_with_the_answer(kind):
+    rng = random.Random(3)
+    for _ in range(400):
+        program = tasks.make_program(rng, kind)
+        assert run_python(program.text()) == f"{program.answer()}\n"
+        assert all(0 <= v <= tasks.MAX_VALUE for v in program.values().values())
+        assert all(1 <= line.number <= 9 for line in program.lines if line.source is not None)
+        targets = [line.target for line in program.lines]
+        assert len(set(targets)) == len(targets) and all(len(t) == 1 for t in targets)
+        if kind == tasks.EASY:
+            assert 1 <= len(program.lines) <= 2
+        else:
+            assert 4 <= len(program.lines) <= 8
+            chain = program.chain()
+            assert 3 <= len(chain) <= 6 and len(chain) < len(program.lines)  # lines that do not matter
+
+
+def test_replies_end_with_the_answer_in_each_style():
+    rng = random.Random(5)
+    for _ in range(300):
+        program = tasks.make_program(rng, rng.choice([tasks.EASY, tasks.HARD]))
+        for reply in (
+            tasks.short_reply(program),
+            tasks.long_reply(program),
+            tasks.long_reply(program, recheck=True),
+            tasks.cut_reply(program, rng),
+        ):
+            assert tasks.last_number(reply) == program.answer()
+    program = tasks.Program(
+        (tasks.Line("a", None, "", 4), tasks.Line("c", None, "", 9), tasks.Line("b", "a", "+", 3)), "b", tasks.HARD
+    )
+    assert tasks.short_reply(program) == "It prints b = a + 3 = 4 + 3 = 7."
+    assert tasks.long_reply(program) == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nSo it prints b = 7."
+    assert tasks.long_reply(program, recheck=True).count("b = a + 3 = 4 + 3 = 7") == 2
+
+
+def test_dataset_mixes_short_and_long_and_the_twin_is_long_only(tmp_path):
+    tasks.write_dataset(tmp_path / "mixed", 600, seed=11)
+    tasks.write_dataset(tmp_path / "twin", 600, seed=11, style=tasks.LONG_ONLY)
+    mixed = [json.loads(line) for line in (tmp_path / "mixed" / "train.jsonl").read_text().splitlines()]
+    twin = [json.loads(line) for line in (tmp_path / "twin" / "train.jsonl").read_text().splitlines()]
+    assert len(mixed) == 600 and (tmp_path / "mixed" / "valid.jsonl").is_file()
+    short = [r for r in mixed if r["response"].startswith("It prints") and "\n" not in r["response"]]
+    cut = [r for r in mixed if HINT in r["response"]]
+    assert 0.2 < len(short) / 600 < 0.4 and 0.05 < len(cut) / 600 < 0.2
+    assert not any(r["response"].startswith("It prints") for r in twin)
+    assert all(tasks.RECHECK in r["response"] or HINT in r["response"] for r in twin)
+    # Both prompt renderings appear: the .py problem through `z1 solve`, the bare program through chat.
+    assert any(r["question"].startswith(solve_messages("x", "py")[-1]["content"][:40]) for r in mixed)
+    assert any(r["question"].endswith(")") and "```" not in r["question"] for r in mixed)
+    # Same seed, same bytes; and z1 finetune reads every row as Z1's question/response format.
+    tasks.write_dataset(tmp_path / "again", 600, seed=11)
+    assert (tmp_path / "again" / "train.jsonl").read_bytes() == (tmp_path / "mixed" / "train.jsonl").read_bytes()
+    parsed = [parse_file(tmp_path / "mixed" / "train.jsonl", False)]
+    issues = parsed[0].issues
+    assert not issues and parsed[0].format == "question/response" and len(parsed[0].rows) == 600
+
+
+def test_evaluation_programs_are_not_training_programs(tmp_path):
+    tasks.write_dataset(tmp_path / "d", 3000, seed=1)
+    trained = {json.loads(line)["question"] for line in (tmp_path / "d" / "train.jsonl").read_text().splitlines()}
+    fresh = tasks.fresh_programs(tasks.HARD, 200, 0)
+    assert not any(tasks.question(p, r) in trained for p in fresh for r in tasks.RENDERINGS)

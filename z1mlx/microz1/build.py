@@ -1,0 +1,138 @@
+"""A fresh Qwen2-architecture model for micro-Z1: Z1-7B's architecture at a tiny size.
+
+The tokenizer is a byte-level BPE trained on the task's own text with Qwen2's
+pre-tokenizer (digits one per token), so the ids `mlx_lm.load` produces are the ids it
+was trained on; the chat template is Qwen2.5's ChatML, as in the demo builder. The
+weights are a seeded random initialisation in Hugging Face layout, ready for
+`z1 finetune --type full --model DIR`.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..convert.demo import SPECIAL_TOKENS, _tokenizer_files
+from .tasks import tokenizer_corpus
+
+# Qwen2's pre-tokenizer pattern (tokenizer.json of Qwen2.5 models).
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+@dataclass(frozen=True)
+class MicroSpec:
+    hidden_size: int = 192
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 6
+    num_key_value_heads: int = 2
+    intermediate_size: int = 512
+    vocab_target: int = 512
+    seed: int = 0
+
+
+def build_tokenizer(vocab_target: int):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_target,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    return _letters_alone(tokenizer)
+
+
+def _letters_alone(tokenizer):
+    """Drop the merges that glue a space or "(" to a single letter, so a variable is one and
+    the same token wherever it appears (`b = a + 3`, `print(a)`): looking a name up is then
+    matching a token with itself. Without this, each letter has three ids (`a`, ` a`, `(a`),
+    and a model this small was measured not to learn the lookups at all."""
+    from tokenizers import Tokenizer, models
+
+    spec = json.loads(tokenizer.to_str())
+    dropped = {prefix + letter for prefix in ("\u0120", "(") for letter in "abcdefghijklmnopqrstuvwxyz"}
+    merges = []
+    for pair in spec["model"]["merges"]:
+        a, b = pair if isinstance(pair, list) else pair.split(" ")
+        if a + b in dropped or a in dropped or b in dropped:
+            dropped.add(a + b)
+            continue
+        merges.append((a, b))
+    kept = [
+        token for token, _ in sorted(spec["model"]["vocab"].items(), key=lambda item: item[1]) if token not in dropped
+    ]
+    vocab = {token: index for index, token in enumerate(kept)}
+    rebuilt = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    rebuilt.normalizer = tokenizer.normalizer
+    rebuilt.pre_tokenizer = tokenizer.pre_tokenizer
+    rebuilt.decoder = tokenizer.decoder
+    rebuilt.add_special_tokens(SPECIAL_TOKENS)
+    return rebuilt
+
+
+def build_fresh_model(out: Path, spec: MicroSpec = MicroSpec()) -> Path:
+    """config.json, model.safetensors (seeded random init), tokenizer files, in `out`."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import qwen2
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(spec.vocab_target)
+    vocab = tokenizer.get_vocab_size()
+    config = {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "vocab_size": vocab,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.token_to_id("<|im_end|>"),
+        "micro_z1": asdict(spec),
+    }
+    mx.random.seed(spec.seed)
+    args = qwen2.ModelArgs.from_dict(config)
+    # mlx's own initialisation throughout. (Hugging Face's std-0.02 embeddings next to mlx's
+    # larger linear layers drown the token identities in the residual stream: measured, the
+    # model then never learns to copy a variable name.)
+    model = qwen2.Model(args)
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": [config["eos_token_id"]], "do_sample": False}, indent=2)
+    )
+    _tokenizer_files(out, tokenizer)
+    return out
+
+
+def check_tokenizer(model_dir: Path, texts: list[str]) -> None:
+    """The ids mlx-lm's loader gives must be the ids of the trained tokenizer."""
+    from mlx_lm.utils import load_tokenizer
+    from tokenizers import Tokenizer
+
+    trained = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    loaded = load_tokenizer(Path(model_dir))
+    for text in texts:
+        a, b = trained.encode(text).ids, loaded.encode(text, add_special_tokens=False)
+        if a != b:
+            raise RuntimeError(f"tokenizer mismatch on {text!r}: trained {a[:12]} vs loaded {b[:12]}")

@@ -1,0 +1,87 @@
+"""micro-Z1's figures: accuracy and thinking tokens on fresh programs, under the window.
+
+Every reply goes through the engine and the window driver exactly as `z1 solve` runs
+it (greedy, the problem rendered as a `.py` file, or as a chat message), so the figures
+are the product's, not a separate decoding loop's.
+"""
+
+import statistics
+from dataclasses import asdict, dataclass
+
+from ..prompts import solve_messages
+from ..window import ShiftedWindow
+from .tasks import Program, fresh_programs, last_number
+
+FULL_BUDGET = 512  # covers the longest trace of either model
+ANSWER_TOKENS = 24
+BUDGETS = (0, 8, 16, 32, 64, FULL_BUDGET)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    correct: bool
+    thinking_tokens: int
+    window_hit: bool
+    answered: bool  # the reply holds a number (after the hint, when the window shifted)
+    trace: bool  # more than one line of phase-1 text: a step-by-step trace
+
+
+@dataclass(frozen=True)
+class Summary:
+    kind: str
+    budget: int
+    problems: int
+    accuracy: float
+    mean_thinking_tokens: float
+    window_hits: int
+    answered_after_hint: float | None  # share of shifted replies that gave a number
+    traces: float  # share of replies with a multi-line trace
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def messages_for(program: Program, rendering: str = "solve") -> list[dict]:
+    if rendering == "solve":
+        return solve_messages(program.text(), "py")
+    return [{"role": "user", "content": program.text().rstrip("\n")}]
+
+
+def run_one(engine, program: Program, budget: int, rendering: str = "solve") -> Outcome:
+    from ..events import Done
+
+    window = ShiftedWindow(budget=budget, answer_tokens=ANSWER_TOKENS)
+    result = None
+    for event in engine.generate(engine.chat_prompt(messages_for(program, rendering)), window):
+        if isinstance(event, Done):
+            result = event.result
+    assert result is not None
+    number = last_number(result.text)
+    answered = last_number(result.answer_text) is not None if result.window_hit else number is not None
+    return Outcome(
+        correct=number == program.answer(),
+        thinking_tokens=result.thinking_tokens,
+        window_hit=result.window_hit,
+        answered=answered,
+        trace=result.thinking_text.strip().count("\n") >= 1,
+    )
+
+
+def summarize(kind: str, budget: int, outcomes: list[Outcome]) -> Summary:
+    shifted = [o for o in outcomes if o.window_hit]
+    return Summary(
+        kind=kind,
+        budget=budget,
+        problems=len(outcomes),
+        accuracy=sum(o.correct for o in outcomes) / len(outcomes),
+        mean_thinking_tokens=statistics.mean(o.thinking_tokens for o in outcomes),
+        window_hits=len(shifted),
+        answered_after_hint=sum(o.answered for o in shifted) / len(shifted) if shifted else None,
+        traces=sum(o.trace for o in outcomes) / len(outcomes),
+    )
+
+
+def evaluate(engine, kind: str, count: int, budgets=(FULL_BUDGET,), seed: int = 0, rendering: str = "solve"):
+    """One `Summary` per budget, on `count` fresh programs of `kind`."""
+    programs = fresh_programs(kind, count, seed)
+    return [summarize(kind, b, [run_one(engine, p, b, rendering) for p in programs]) for b in budgets]

@@ -1,0 +1,257 @@
+"""micro-Z1's task family: tiny straight-line Python programs, and the replies it is trained on.
+
+A program is lines `x = N`, `x = y + N` or `x = y - N` over single-letter variables (each
+assigned once), N in 1..9, every value in 0..19, then one `print(x)`; the answer is the
+printed number. EASY programs have 1-2 assignment lines and get a one-sentence reply;
+HARD ones have 4-8 lines with a dependency chain of 3-6 and lines that do not matter,
+and get a trace that evaluates every line in order, then the same sentence:
+
+    a = 4                      It prints b = a + 3 = 4 + 3 = 7.     (EASY)
+    b = a + 3
+    print(b)
+
+    c = 9                      c = 9                                 (HARD)
+    a = c - 2                  a = c - 2 = 9 - 2 = 7
+    ...                        ...
+    print(e)                   So it prints e = e's line = its value.
+
+Each step of the trace is local (copy the next line, look up one value, add or subtract),
+which is what a 2-3M-parameter model can learn in CPU-minutes. Every reply's last number
+is the answer. Pure Python, no mlx: the generator, the reply formats and the scoring.
+"""
+
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..prompts import solve_messages
+from ..window import HINT
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+MAX_VALUE = 19
+EASY, HARD = "easy", "hard"
+# The share of HARD rows whose trace is cut at a random point and followed by the hint
+# and the answer. Z1 never saw the hint in training; a model this small follows it only
+# if it has seen it (a documented deviation from the paper's recipe).
+CUT_SHARE = 0.15
+# The prompt renderings the front ends use: `z1 solve` on a .py file, and the program
+# typed as a chat message (`z1 chat`, `z1 serve`).
+RENDERINGS = ("solve", "chat")
+RECHECK = "Let me check it again."
+
+
+@dataclass(frozen=True)
+class Line:
+    target: str
+    source: str | None  # None: a constant line
+    op: str  # "+" or "-" (unused for a constant)
+    number: int
+
+    def text(self) -> str:
+        if self.source is None:
+            return f"{self.target} = {self.number}"
+        return f"{self.target} = {self.source} {self.op} {self.number}"
+
+
+@dataclass(frozen=True)
+class Program:
+    lines: tuple[Line, ...]
+    printed: str
+    kind: str
+
+    def text(self) -> str:
+        return "\n".join([*(line.text() for line in self.lines), f"print({self.printed})"]) + "\n"
+
+    def values(self) -> dict[str, int]:
+        return evaluate_lines(self.lines)
+
+    def answer(self) -> int:
+        return self.values()[self.printed]
+
+    def chain(self) -> list[str]:
+        """The printed variable's dependency chain, from the printed one back to its constant."""
+        by_target = {line.target: line for line in self.lines}
+        out: list[str] = []
+        name: str | None = self.printed
+        while name is not None:
+            out.append(name)
+            name = by_target[name].source
+        return out
+
+
+def evaluate_lines(lines) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for line in lines:
+        if line.source is None:
+            values[line.target] = line.number
+        else:
+            base = values[line.source]
+            values[line.target] = base + line.number if line.op == "+" else base - line.number
+    return values
+
+
+def _line(rng: random.Random, target: str, source: str | None, values: dict[str, int]) -> Line:
+    if source is None:
+        return Line(target, None, "", rng.randint(0, MAX_VALUE))
+    base = values[source]
+    ops = [op for op in "+-" if (base + 1 <= MAX_VALUE if op == "+" else base - 1 >= 0)]
+    op = rng.choice(ops)
+    limit = MAX_VALUE - base if op == "+" else base
+    return Line(target, source, op, rng.randint(1, min(9, limit)))
+
+
+def easy_program(rng: random.Random) -> Program:
+    names = rng.sample(LETTERS, 2)
+    values: dict[str, int] = {}
+    lines = [_line(rng, names[0], None, values)]
+    values = evaluate_lines(lines)
+    if rng.random() < 0.5:
+        source = names[0] if rng.random() < 0.6 else None
+        lines.append(_line(rng, names[1], source, values))
+    printed = rng.choice([line.target for line in lines])
+    return Program(tuple(lines), printed, EASY)
+
+
+def hard_program(rng: random.Random) -> Program:
+    """4-8 lines; the printed variable's chain has 3-6 lines; at least one line does not matter."""
+    chain_length = rng.randint(3, 6)
+    total = rng.randint(max(4, chain_length + 1), 8)
+    names = rng.sample(LETTERS, total)
+    chain_names, other_names = names[:chain_length], names[chain_length:]
+    # Where the chain's lines sit among the others, in program order.
+    slots = sorted(rng.sample(range(total), chain_length))
+    order: list[tuple[str, bool]] = []
+    chain_iter, other_iter = iter(chain_names), iter(other_names)
+    for index in range(total):
+        order.append((next(chain_iter), True) if index in slots else (next(other_iter), False))
+    lines: list[Line] = []
+    values: dict[str, int] = {}
+    previous_chain: str | None = None
+    for name, in_chain in order:
+        if in_chain:
+            source = previous_chain
+            previous_chain = name
+        else:
+            defined = [line.target for line in lines]
+            source = rng.choice(defined) if defined and rng.random() < 0.7 else None
+        line = _line(rng, name, source, values)
+        lines.append(line)
+        values = evaluate_lines(lines)
+    assert previous_chain is not None
+    return Program(tuple(lines), previous_chain, HARD)
+
+
+def make_program(rng: random.Random, kind: str) -> Program:
+    return easy_program(rng) if kind == EASY else hard_program(rng)
+
+
+# --- replies -------------------------------------------------------------------------------
+
+
+def step_text(line: Line, values: dict[str, int]) -> str:
+    """One line evaluated: `b = a + 3 = 4 + 3 = 7`, or `c = 9` for a constant."""
+    if line.source is None:
+        return line.text()
+    return f"{line.text()} = {values[line.source]} {line.op} {line.number} = {values[line.target]}"
+
+
+def short_reply(program: Program) -> str:
+    """EASY: one sentence, `It prints a = 4.` or `It prints b = a + 3 = 4 + 3 = 7.`"""
+    values = program.values()
+    line = next(line for line in program.lines if line.target == program.printed)
+    return f"It prints {step_text(line, values)}."
+
+
+def trace_lines(program: Program) -> list[str]:
+    values = program.values()
+    return [step_text(line, values) for line in program.lines]
+
+
+def long_reply(program: Program, recheck: bool = False) -> str:
+    """The trace, then `So it prints x = V.`; with `recheck` (the long-only twin), the whole
+    trace again before the sentence, as a model trained only on long trajectories verifies."""
+    parts = trace_lines(program)
+    if recheck:
+        parts += [RECHECK, *trace_lines(program)]
+    parts.append(f"So it prints {program.printed} = {program.answer()}.")
+    return "\n".join(parts)
+
+
+def cut_reply(program: Program, rng: random.Random, recheck: bool = False) -> str:
+    """A trace cut at a random word boundary, the hint, then the answer sentence."""
+    lines = trace_lines(program)
+    trace = "\n".join(lines + [RECHECK, *lines] if recheck else lines)
+    cuts = [i for i, ch in enumerate(trace) if ch in " \n"] + [len(trace)]
+    cut = rng.choice(cuts[: max(1, len(cuts) - 1)])
+    return trace[:cut] + HINT + f"It prints {program.printed} = {program.answer()}."
+
+
+def question(program: Program, rendering: str) -> str:
+    """The user turn exactly as a front end renders it."""
+    if rendering == "solve":
+        return solve_messages(program.text(), "py")[-1]["content"]
+    return program.text().rstrip("\n")
+
+
+# --- data sets -----------------------------------------------------------------------------
+
+MIXED, LONG_ONLY = "mixed", "long-only"
+
+
+def make_row(rng: random.Random, style: str, easy_share: float) -> dict:
+    kind = EASY if rng.random() < easy_share else HARD
+    program = make_program(rng, kind)
+    recheck = style == LONG_ONLY
+    if style == MIXED and kind == EASY:
+        response = short_reply(program)
+    elif rng.random() < CUT_SHARE and (kind == HARD or style == LONG_ONLY):
+        response = cut_reply(program, rng, recheck=recheck)
+    else:
+        response = long_reply(program, recheck=recheck)
+    return {"question": question(program, rng.choice(RENDERINGS)), "response": response}
+
+
+def write_dataset(out: Path, rows: int, seed: int, style: str = MIXED, easy_share: float = 0.3) -> Path:
+    """`out/train.jsonl` (and a small `valid.jsonl` from another seed) in Z1's format."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, count, split_seed in (("train", rows, seed), ("valid", max(64, rows // 100), seed + 1_000_003)):
+        rng = random.Random(split_seed)
+        path = out / f"{name}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for _ in range(count):
+                f.write(json.dumps(make_row(rng, style, easy_share)) + "\n")
+        tmp.replace(path)
+    return out
+
+
+def fresh_programs(kind: str, count: int, seed: int) -> list[Program]:
+    """Programs for evaluation; the seeds used here are never used to write training data."""
+    rng = random.Random(f"eval-{kind}-{seed}")
+    return [make_program(rng, kind) for _ in range(count)]
+
+
+# --- scoring -------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"-?\d+")
+
+
+def last_number(text: str) -> int | None:
+    found = _NUMBER.findall(text)
+    return int(found[-1]) if found else None
+
+
+def tokenizer_corpus(rows: int = 4000, seed: int = 7) -> list[str]:
+    """Text the tokenizer is trained on: both renderings, every reply style, the chat frame."""
+    from ..convert.demo import DEFAULT_SYSTEM
+
+    rng = random.Random(seed)
+    texts = [DEFAULT_SYSTEM, HINT] * 200
+    for _ in range(rows):
+        for style in (MIXED, LONG_ONLY):
+            row = make_row(rng, style, 0.3)
+            texts.append(row["question"])
+            texts.append(row["response"])
+    return texts
