@@ -179,6 +179,23 @@ def _weights(spec: TinySpec, vocab: int, eos_ids: list[int]) -> dict[str, np.nda
     return weights
 
 
+def qwen2_config(spec, vocab: int, **extra) -> dict:
+    """A Hugging Face Qwen2 config.json for a tiny model's dimensions (`spec` has the five sizes)."""
+    return {
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_hidden_layers,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_key_value_heads,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": vocab,
+        **extra,
+    }
+
+
 def build_checkpoint(out: Path, spec: TinySpec = TinySpec()) -> Path:
     """Write config, weights, tokenizer and generation config to `out` (HF layout)."""
     import mlx.core as mx
@@ -189,25 +206,17 @@ def build_checkpoint(out: Path, spec: TinySpec = TinySpec()) -> Path:
     vocab = tokenizer.get_vocab_size()
     eos_id = tokenizer.token_to_id("<|im_end|>")
     eot_id = tokenizer.token_to_id("<|endoftext|>")
-    config = {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "hidden_size": spec.hidden_size,
-        "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_hidden_layers,
-        "num_attention_heads": spec.num_attention_heads,
-        "num_key_value_heads": spec.num_key_value_heads,
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 1000000.0,
-        "vocab_size": vocab,
-        "tie_word_embeddings": False,
-        "hidden_act": "silu",
-        "bos_token_id": eot_id,
-        "eos_token_id": eos_id,
-        "torch_dtype": spec.dtype,
-        "z1mlx_demo": {"random_weights": True, **asdict(spec)},
-    }
+    config = qwen2_config(
+        spec,
+        vocab,
+        rope_theta=1000000.0,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        bos_token_id=eot_id,
+        eos_token_id=eos_id,
+        torch_dtype=spec.dtype,
+        z1mlx_demo={"random_weights": True, **asdict(spec)},
+    )
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "generation_config.json").write_text(
         json.dumps({"eos_token_id": [eos_id, eot_id], "bos_token_id": eot_id}, indent=2)

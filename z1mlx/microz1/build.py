@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..convert.demo import SPECIAL_TOKENS, _tokenizer_files
+from ..convert.demo import SPECIAL_TOKENS, _tokenizer_files, qwen2_config
 from .tasks import tokenizer_corpus
 
 # Qwen2's pre-tokenizer pattern (tokenizer.json of Qwen2.5 models).
@@ -91,29 +91,19 @@ def build_fresh_model(out: Path, spec: MicroSpec = MicroSpec()) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(spec.vocab_target)
     vocab = tokenizer.get_vocab_size()
-    config = {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
-        "hidden_size": spec.hidden_size,
-        "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_hidden_layers,
-        "num_attention_heads": spec.num_attention_heads,
-        "num_key_value_heads": spec.num_key_value_heads,
-        "max_position_embeddings": 4096,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "vocab_size": vocab,
-        "tie_word_embeddings": True,
-        "torch_dtype": "float32",
-        "bos_token_id": None,
-        "eos_token_id": tokenizer.token_to_id("<|im_end|>"),
-        "micro_z1": asdict(spec),
-    }
+    config = qwen2_config(
+        spec,
+        vocab,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+        bos_token_id=None,
+        eos_token_id=tokenizer.token_to_id("<|im_end|>"),
+        micro_z1=asdict(spec),
+    )
     mx.random.seed(spec.seed)
     args = qwen2.ModelArgs.from_dict(config)
-    # mlx's own initialisation throughout. (Hugging Face's std-0.02 embeddings next to mlx's
-    # larger linear layers drown the token identities in the residual stream: measured, the
-    # model then never learns to copy a variable name.)
+    # mlx's own initialisation throughout.
     model = qwen2.Model(args)
     weights = dict(tree_flatten(model.parameters()))
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})

@@ -1,0 +1,40 @@
+"""The micro-Z1 recipe end to end, for a few steps: data, a fresh model, full fine-tuning, conversion."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from z1mlx.microz1 import micro_label
+
+
+@pytest.mark.slow
+def test_the_recipe_trains_both_models_through_z1_finetune_and_converts_them(tmp_path):
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, "-m", "z1mlx.microz1.recipe", "--work", str(work)]
+        + ["--rows", "96", "--iters", "3", "--twin-rows", "96", "--twin-iters", "3", "--batch-size", "4"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import mlx.core as mx
+
+    base = mx.load(str(work / "base" / "model.safetensors"))
+    for style, name in (("mixed", "demo"), ("long-only", "demo-long")):
+        manifest = json.loads((work / f"run-{style}" / "finetune.json").read_text())
+        assert manifest["settings"]["type"] == "full" and manifest["settings"]["iters"] == 3
+        rows = [json.loads(line) for line in (work / f"run-{style}" / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["iteration"] == 3 and rows[-1]["val_loss"] is not None
+        fused = mx.load(str(work / "home" / "models" / f"{name}-float32" / "model.safetensors"))
+        # Every layer trained, the embeddings included (a fresh model needs them).
+        for key in ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight"):
+            assert not np.allclose(np.array(fused[key]), np.array(base[key])), key
+        out = work / "out" / name
+        config = json.loads((out / "config.json").read_text())
+        assert config["quantization"]["bits"] == 8 and config["micro_z1"]["style"] == style
+        assert "micro-Z1" in micro_label(out)
+    assert (work / "data-mixed" / "train.jsonl").read_text().count("\n") == 96
