@@ -220,13 +220,11 @@ def tokenizer_dir(spec: str | None) -> Path:
     files (a few MB, not the weights) into the Hugging Face cache.
     """
     from .convert.source import looks_like_hub_id, offline
-    from .store import ALIASES, DEFAULT_MODEL, DEMO_RANDOM, SHIPPED, ensure_demo, find, list_models, shipped_model
+    from .store import ALIASES, DEFAULT_MODEL, demo_model, find, list_models
 
     spec = spec or DEFAULT_MODEL
-    if spec in SHIPPED:
-        return shipped_model(spec)
-    if spec == DEMO_RANDOM:
-        return ensure_demo()
+    if (local := demo_model(spec)) is not None:
+        return local
     path = Path(spec).expanduser()
     if path.is_dir():
         directory = path.resolve()

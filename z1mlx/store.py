@@ -109,6 +109,15 @@ def shipped_model(name: str) -> Path:
     return path
 
 
+def demo_model(spec: str) -> Path | None:
+    """The directory of a demo alias (`demo`, `demo-long`, `demo-random`); None for anything else."""
+    if spec in SHIPPED:
+        return shipped_model(spec)
+    if spec == DEMO_RANDOM:
+        return ensure_demo()
+    return None
+
+
 def ensure_demo() -> Path:
     """Build the random tiny model (`demo-random`) into the store on first use (seconds)."""
     out = locations.models_dir() / DEMO_RANDOM
@@ -177,10 +186,8 @@ def resolve_model(spec: str | None, quantize: bool = True) -> Path:
     directory is converted into the store at 4 bits, or unquantized with `quantize=False`
     (what full fine-tuning needs)."""
     spec = spec or DEFAULT_MODEL
-    if spec in SHIPPED:
-        return shipped_model(spec)
-    if spec == DEMO_RANDOM:
-        return ensure_demo()
+    if (local := demo_model(spec)) is not None:
+        return local
     if (repo := ALIASES.get(spec)) is not None:
         return _from_hub(repo)
     path = Path(spec).expanduser()
@@ -229,6 +236,7 @@ __all__ = [
     "list_models",
     "remove",
     "ensure_demo",
+    "demo_model",
     "shipped_model",
     "describe",
     "SUPPORTED_ARCHITECTURES",

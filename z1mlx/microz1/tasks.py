@@ -81,14 +81,17 @@ class Program:
         return out
 
 
+def line_value(line: Line, values: dict[str, int]) -> int:
+    if line.source is None:
+        return line.number
+    base = values[line.source]
+    return base + line.number if line.op == "+" else base - line.number
+
+
 def evaluate_lines(lines) -> dict[str, int]:
     values: dict[str, int] = {}
     for line in lines:
-        if line.source is None:
-            values[line.target] = line.number
-        else:
-            base = values[line.source]
-            values[line.target] = base + line.number if line.op == "+" else base - line.number
+        values[line.target] = line_value(line, values)
     return values
 
 
@@ -106,7 +109,7 @@ def easy_program(rng: random.Random) -> Program:
     names = rng.sample(LETTERS, 2)
     values: dict[str, int] = {}
     lines = [_line(rng, names[0], None, values)]
-    values = evaluate_lines(lines)
+    values[names[0]] = lines[0].number
     if rng.random() < 0.5:
         source = names[0] if rng.random() < 0.6 else None
         lines.append(_line(rng, names[1], source, values))
@@ -138,7 +141,7 @@ def hard_program(rng: random.Random) -> Program:
             source = rng.choice(defined) if defined and rng.random() < 0.7 else None
         line = _line(rng, name, source, values)
         lines.append(line)
-        values = evaluate_lines(lines)
+        values[name] = line_value(line, values)
     assert previous_chain is not None
     return Program(tuple(lines), previous_chain, HARD)
 
