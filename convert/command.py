@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import __version__, locations
 from ..cliutil import ArgumentParser
 from ..errors import Z1Error
-from ..fsutil import building_dir, dir_size
+from ..fsutil import building_dir, dir_size, is_write_failure
 from .source import DEFAULT_SOURCE, Checkpoint, locate
 
 MANIFEST = "z1mlx.json"
@@ -103,6 +103,8 @@ def damaged_checkpoint_errors(checkpoint: Checkpoint):
     except (OSError, Z1Error, KeyboardInterrupt):
         raise
     except Exception as err:
+        if is_write_failure(err):  # the output's disk, not the source: `building_dir` says so
+            raise
         message = str(err).splitlines()[0] if str(err) else ""
         raise Z1Error(f"{checkpoint.path}: cannot convert ({type(err).__name__}: {message})") from err
 

@@ -182,6 +182,7 @@ class ChatApp(App):
             system=self.system,
             answer_tokens=self.answer_tokens,
             sampling=self.sampling,
+            on_storage_problem=self._storage_problem,
             **self.think,
         )
         if self.resume_id is not None:
@@ -364,17 +365,33 @@ class ChatApp(App):
         if self.busy:
             self.notify("Z1 is still replying (Esc stops it).", severity="warning")
             return
-        self.push_screen(HistoryScreen(self.history.conversations()), self._open_conversation)
+        try:
+            entries = self.history.conversations()
+        except Z1Error as err:
+            self.notify(str(err), severity="error", timeout=15)
+            return
+        self.push_screen(HistoryScreen(entries), self._open_conversation)
 
     def _open_conversation(self, conversation_id: int | None) -> None:
         if conversation_id is None:
             return
-        if self.conversation is not None:
-            turns = self.conversation.resume(conversation_id).messages
-        else:
-            self.resume_id = conversation_id  # applied once the model is loaded
-            turns = self.history.load(conversation_id).messages
+        try:
+            if self.conversation is not None:
+                turns = self.conversation.resume(conversation_id).messages
+            else:
+                turns = self.history.load(conversation_id).messages
+                self.resume_id = conversation_id  # applied once the model is loaded
+        except Z1Error as err:
+            self.notify(str(err), severity="error", timeout=15)
+            return
         self._show_turns(turns)
+
+    def _storage_problem(self, text: str) -> None:
+        """The history could not be written (or works again): say so, from whichever thread."""
+        try:
+            self.call_from_thread(self.notify, text, severity="warning", timeout=15)
+        except RuntimeError:  # already on the app's thread
+            self.notify(text, severity="warning", timeout=15)
 
     def action_focus_budget(self) -> None:
         self.query_one("#budget").focus()

@@ -117,6 +117,18 @@ def describe_os_error(err: OSError, path: Path) -> str:
     return f"cannot write {path}: {err.strerror or err}"
 
 
+def is_write_failure(err: BaseException) -> bool:
+    """mlx's own file writers (safetensors, npz) fail with a bare RuntimeError, no errno."""
+    return isinstance(err, RuntimeError) and str(err).startswith("[write]")
+
+
+def describe_write_failure(err: BaseException, path: Path) -> str:
+    if isinstance(err, OSError):
+        return describe_os_error(err, path)
+    detail = str(err).removeprefix("[write]").strip().rstrip(".")
+    return f"cannot write {path} ({detail}): the disk is full or not writable; free some space or write elsewhere"
+
+
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
@@ -142,6 +154,10 @@ def building_dir(out: Path, replace: bool = False):
         publish_dir(tmp, out, replace=replace)
     except OSError as err:
         raise Z1Error(describe_os_error(err, out)) from err
+    except RuntimeError as err:
+        if is_write_failure(err):
+            raise Z1Error(describe_write_failure(err, out)) from err
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

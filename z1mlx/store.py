@@ -29,7 +29,7 @@ from .convert.source import (
     offline,
 )
 from .errors import ModelNotAvailable, Z1Error
-from .fsutil import TMP_MARK, describe_os_error
+from .fsutil import TMP_MARK, describe_os_error, describe_write_failure, is_write_failure
 
 DEFAULT_MODEL = "z1-7b"
 DEMO = "demo"
@@ -131,8 +131,17 @@ def ensure_demo() -> Path:
         locations.store_dir().mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise Z1Error(f"cannot create the model store: {describe_os_error(err, locations.store_dir())}") from err
-    with tempfile.TemporaryDirectory(prefix=".demo-hf-", dir=locations.store_dir()) as tmp:
-        source = build_checkpoint(Path(tmp), DEMO_SPEC)
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix=".demo-hf-", dir=locations.store_dir())
+    except OSError as err:
+        raise Z1Error(f"cannot build {DEMO_RANDOM}: {describe_os_error(err, locations.store_dir())}") from err
+    with scratch as tmp:
+        try:
+            source = build_checkpoint(Path(tmp), DEMO_SPEC)
+        except (OSError, RuntimeError) as err:
+            if isinstance(err, RuntimeError) and not is_write_failure(err):
+                raise
+            raise Z1Error(f"cannot build {DEMO_RANDOM}: {describe_write_failure(err, locations.store_dir())}") from err
         checkpoint = Checkpoint(source, DEMO_RANDOM, None, check_checkpoint(source))
         try:
             convert_checkpoint(checkpoint, out, dtype="auto", verify=True, force=damaged, log=log)

@@ -426,3 +426,30 @@ async def test_quit_while_loading_does_not_wait_for_the_load(engine, home):
         assert time.monotonic() - started < 10
     finally:
         release.set()
+
+
+async def test_a_locked_history_is_a_notification_and_the_reply_goes_on(engine, home, monkeypatch):
+    import sqlite3
+
+    from z1mlx.chat import history as history_module
+
+    monkeypatch.setattr(history_module, "BUSY_TIMEOUT_MS", 100)
+    app = make_app(engine, home, budget=8)
+    path = home / "history.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)  # another program holds the write lock
+    other.execute("BEGIN EXCLUSIVE")
+    async with app.run_test(size=SIZE) as pilot:
+        await send(pilot, "hello while locked")
+        turn = await reply_done(pilot)
+        assert turn.role == "assistant" and app.conversation.unsaved
+        told = [n.message for n in app._notifications if "locked by another program" in n.message]
+        assert len(told) == 1 and str(app.conversation.recovery_file) in told[0]
+        other.execute("ROLLBACK")
+        await send(pilot, "hello again")
+        await reply_done(pilot)
+        assert not app.conversation.unsaved
+        assert any("stored in the history again" in n.message for n in app._notifications)
+    other.close()
+    stored = History(path)
+    users = [m.content for m in stored.load(stored.latest().id).messages if m.role == "user"]
+    assert users == ["hello while locked", "hello again"]

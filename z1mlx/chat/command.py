@@ -32,6 +32,7 @@ examples:
   z1 chat --resume                         reopen the latest conversation (--resume 12 for #12)
   z1 chat --list                           stored conversations, newest first
   z1 chat --export 12 > chat.md            conversation #12 as Markdown (or --export 12 --out chat.md)
+  z1 chat --repair                         move a damaged history aside (kept) and start afresh
   z1 chat --plain                          a plain REPL (also used when output is not a terminal)
   echo "What is 2**10?" | z1 chat --plain --model demo
 
@@ -82,6 +83,11 @@ def build_parser() -> ArgumentParser:
     what.add_argument("--list", action="store_true", help="list stored conversations and exit")
     what.add_argument("--export", type=conversation_id, metavar="ID", help="print a conversation as Markdown and exit")
     what.add_argument("--where", action="store_true", help="print where history and settings live, and exit")
+    what.add_argument(
+        "--repair",
+        action="store_true",
+        help="move a damaged history aside (it is kept, renamed) so the next chat starts a fresh one, and exit",
+    )
     parser.add_argument("--out", type=Path, default=None, help="with --export: write to this file instead")
     return parser
 
@@ -105,6 +111,19 @@ def export(history, conversation: int, out: Path | None) -> int:
     else:
         history.export_to(conversation, out)
         print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def repair_history() -> int:
+    from .. import locations
+    from .history import repair
+
+    path = locations.history_db()
+    aside = repair(path)
+    if aside is None:
+        print(f"{path}: the chat history reads fine; nothing was moved", file=sys.stderr)
+        return 0
+    print(f"moved the damaged history to {aside} (kept); the next z1 chat starts a fresh one", file=sys.stderr)
     return 0
 
 
@@ -134,11 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is not None and args.export is None:
         raise Z1Error("--out goes with --export ID")
-    history = History()
-    if args.list:
-        return list_conversations(history)
+    if args.repair:
+        return repair_history()
+    if args.list:  # reading needs neither space nor write access
+        return list_conversations(History(read_only=True))
     if args.export is not None:
-        return export(history, args.export, args.out)
+        return export(History(read_only=True), args.export, args.out)
+    history = History()
     resume = resolve_resume(history, args.resume)
 
     settings = load_settings()
@@ -176,4 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         think=think,
     )
     app.run()
+    open_chat = app.conversation
+    if open_chat is not None and open_chat.unsaved:
+        open_chat.on_storage_problem = lambda text: print(f"z1 chat: {text}", file=sys.stderr)
+        if not open_chat.save_pending():
+            return app.return_code or 1
     return app.return_code or 0

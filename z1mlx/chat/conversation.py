@@ -13,9 +13,13 @@ written to the history as it completes; a streaming reply's row is rewritten at 
 once per `flush_interval` seconds.
 """
 
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..backend import Backend
 from ..errors import Z1Error
@@ -60,6 +64,7 @@ class Conversation:
         continue_text: str = CONTINUE_TEXT,
         clock: Callable[[], float] = time.monotonic,
         flush_interval: float = FLUSH_INTERVAL_S,
+        on_storage_problem: Callable[[str], None] | None = None,
     ):
         self.engine = engine
         self.history = history
@@ -75,6 +80,11 @@ class Conversation:
         self.turns: list[Turn] = []
         self._cache = None
         self.last_result = None  # GenerationResult of the latest reply
+        # When the history cannot be written (locked, full disk, read-only), the conversation goes
+        # on in memory and into a recovery file; it is written to the history once that works again.
+        self.on_storage_problem = on_storage_problem or (lambda text: print(f"z1 chat: {text}", file=sys.stderr))
+        self.unsaved = False
+        self.recovery_file: Path | None = None
 
     # Lifecycle
 
@@ -264,13 +274,95 @@ class Conversation:
     def _store(self, turn: Turn) -> None:
         if self.history is None:
             return
-        if self.id is None:
-            self.id = self.history.new_conversation(model=self.engine.name, system=self.system)
-        self.history.add_message(self.id, turn)
+        # `turn` is about to join `self.turns`: what is kept or retried includes it.
+        if self.unsaved:
+            self._retry_storage(pending=turn)
+            return
+        try:
+            if self.id is None:
+                self.id = self.history.new_conversation(model=self.engine.name, system=self.system)
+            self.history.add_message(self.id, turn)
+        except Z1Error as err:
+            self._storage_failed(err, pending=turn)
 
     def _update(self, turn: Turn) -> None:
-        if self.history is not None and turn.id is not None:
-            self.history.update_message(turn)
+        if self.history is None:
+            return
+        if self.unsaved:
+            self._save_recovery()
+            if turn.complete:
+                self._retry_storage()
+            return
+        if turn.id is not None:
+            try:
+                self.history.update_message(turn)
+            except Z1Error as err:
+                self._storage_failed(err)
+
+    def save_pending(self) -> bool:
+        """At the end of a chat: one more try to store what the history could not take. True when
+        everything is stored; otherwise says once more where the conversation is kept."""
+        if self.history is None or not self.unsaved:
+            return True
+        self._retry_storage()
+        if self.unsaved:
+            where = f"it is kept in {self.recovery_file}" if self.recovery_file else "it could not be saved anywhere"
+            self.on_storage_problem(f"this conversation is not in the history ({self.history.path}); {where}")
+        return not self.unsaved
+
+    def _storage_failed(self, err: Z1Error, pending: Turn | None = None) -> None:
+        first = not self.unsaved
+        self.unsaved = True
+        self._save_recovery(pending)
+        if first:
+            where = f"; until then it is saved to {self.recovery_file}" if self.recovery_file else ""
+            self.on_storage_problem(f"{err}. The conversation goes on and is stored once the history works{where}")
+
+    def _with(self, pending: Turn | None) -> list[Turn]:
+        return self.turns + ([pending] if pending is not None and all(t is not pending for t in self.turns) else [])
+
+    def _save_recovery(self, pending: Turn | None = None) -> None:
+        from .. import locations
+        from ..fsutil import atomic_write_text
+        from .history import ConversationInfo, to_markdown
+
+        now = time.time()
+        turns = self._with(pending)
+        info = ConversationInfo(self.id or 0, "", self.engine.name, self.system, now, now, len(turns))
+        text = to_markdown(StoredConversation(info, list[StoredMessage](turns)))
+        if self.recovery_file is not None:
+            places = [self.recovery_file]
+        else:  # the data directory, or the temporary one when that cannot be written either
+            name = f"chat-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.md"
+            places = [locations.data_dir() / "recovered" / name, Path(tempfile.gettempdir()) / f"z1-{name}"]
+        for place in places:
+            try:
+                place.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(place, text)
+            except (OSError, Z1Error):
+                continue
+            self.recovery_file = place
+            return
+        self.recovery_file = None  # nowhere to write either: it stays in memory
+
+    def _retry_storage(self, pending: Turn | None = None) -> None:
+        """Write the whole conversation as a new one in the history, once the history takes it."""
+        assert self.history is not None
+        conversation = None
+        try:
+            conversation = self.history.new_conversation(model=self.engine.name, system=self.system)
+            for turn in self._with(pending):
+                self.history.add_message(conversation, turn)
+        except Z1Error:
+            if conversation is not None:  # no half-written copy is left behind
+                try:
+                    self.history.delete_conversation(conversation)
+                except Z1Error:
+                    pass
+            self._save_recovery(pending)
+            return
+        self.id, self.unsaved = conversation, False
+        self.on_storage_problem(f"the conversation is stored in the history again (#{conversation})")
 
 
 def describe_shift(reason: str | None, thinking_tokens: int) -> str:

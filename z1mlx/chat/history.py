@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from .. import locations
 from ..answer import reasoning_and_answer
@@ -103,31 +104,148 @@ def title_from(text: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+BUSY_TIMEOUT_MS = 5000
+
+
+def history_error(path: Path, err: sqlite3.Error) -> Z1Error:
+    """A database error as one line that names the file and what to do."""
+    text = str(err)
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        what = "is locked by another program; close the other z1 chat (or whatever holds it) and try again"
+    elif "full" in lowered or ("disk i/o error" in lowered and _disk_nearly_full(path)):
+        what = "cannot be written: the disk is full; free some space and try again"
+    elif "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        what = f"cannot be written ({text}); make {path.parent} writable, or set Z1MLX_HOME to a writable directory"
+    elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        what = (
+            f"is damaged ({text}); `z1 chat --repair` moves it aside (it is kept) and starts a fresh one, "
+            "or restore it from a backup"
+        )
+    else:
+        what = f"failed: {text}"
+    return Z1Error(f"{path}: the chat history {what}")
+
+
+def _disk_nearly_full(path: Path) -> bool:
+    """SQLite reports a full disk as an I/O error when it cannot even map its -shm file."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 256 * 1024
+    except OSError:
+        return False
+
+
+def _guarded(method):
+    """Turn sqlite3 errors inside a History method into one-line Z1Errors."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as err:
+            self._abandon()  # a failed write leaves no open transaction behind, so the next one can start
+            raise history_error(self.path, err) from err
+
+    return wrapper
+
+
+def repair(path: Path | None = None) -> Path | None:
+    """Move a damaged history aside (kept, with its -wal/-shm) so a fresh one can start; returns where
+    it went, or None when the database reads fine (nothing is moved)."""
+    path = Path(path) if path else locations.history_db()
+    if not path.exists():
+        return None
+    try:
+        probe = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        try:
+            ok = probe.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError:
+        ok = False
+    if ok:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(path) + suffix)
+            if part.exists():
+                part.rename(Path(str(aside) + suffix))
+    except OSError as err:
+        raise Z1Error(f"{path}: cannot move the damaged history aside: {err.strerror or err}") from err
+    return aside
+
+
 class History:
     """The history database. Safe to share between the UI thread and a generation thread."""
 
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: Path | None = None, read_only: bool = False):
         self.path = Path(path) if path else locations.history_db()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as err:
-            raise Z1Error(f"cannot open the chat history at {self.path}: {err}") from err
+        self.read_only = read_only
         self._lock = threading.RLock()
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable against a killed process (the WAL is written before a commit
-        # returns); only a power loss can drop the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            if read_only:
+                self._db = self._open_read_only()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable against a killed process (the WAL is written before a commit
+                # returns); only a power loss can drop the last commits.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except OSError as err:
+            raise Z1Error(f"cannot open the chat history at {self.path}: {err.strerror or err}") from err
+        except sqlite3.Error as err:
+            raise history_error(self.path, err) from err
+
+    def _abandon(self) -> None:
+        with self._lock:
+            try:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """Reading needs no space and no write access (`--list` and `--export` on a full disk or
+        a read-only directory); a missing file reads as an empty history."""
+        if not self.path.exists():
+            return sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA user_version").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database with no -shm file next to it cannot be opened read-only where that
+            # file cannot be created (a read-only directory, a full disk): read the file as it
+            # stands, which is the whole history when no other program is writing it.
+            db.close()
+            db = sqlite3.connect(f"{uri}&immutable=1", uri=True, check_same_thread=False, isolation_level=None)
+        return db
 
     def _migrate(self) -> None:
         with self._lock:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > len(_MIGRATIONS):
                 raise Z1Error(f"{self.path}: written by a newer z1-mlx (schema {version})")
+            if self.read_only:
+                if version < len(_MIGRATIONS):  # empty or older: read it through an upgraded copy in memory
+                    memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                    self._db.backup(memory)
+                    self._db.close()
+                    self._db = memory
+                    self._db.row_factory = sqlite3.Row
+                else:
+                    return
             for number in range(version, len(_MIGRATIONS)):
                 self._db.executescript(f"BEGIN; {_MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;")
 
@@ -137,6 +255,7 @@ class History:
 
     # Writing
 
+    @_guarded
     def new_conversation(self, model: str = "", system: str | None = None, title: str = "") -> int:
         now = time.time()
         with self._lock:
@@ -147,6 +266,7 @@ class History:
             assert cursor.lastrowid is not None
             return cursor.lastrowid
 
+    @_guarded
     def add_message(self, conversation_id: int, message: StoredMessage) -> int:
         """Insert `message` and set its id; the first user message names the conversation."""
         now = time.time()
@@ -169,6 +289,7 @@ class History:
         message.id = cursor.lastrowid
         return message.id
 
+    @_guarded
     def update_message(self, message: StoredMessage) -> None:
         """Rewrite a message in place (a streaming reply, flushed or finished)."""
         with self._lock:
@@ -186,10 +307,12 @@ class History:
                     (time.time(), message.id),
                 )
 
+    @_guarded
     def delete_message(self, message_id: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
+    @_guarded
     def delete_conversation(self, conversation_id: int) -> None:
         with self._lock:
             self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
@@ -214,6 +337,7 @@ class History:
 
     # Reading
 
+    @_guarded
     def conversations(self, limit: int | None = None) -> list[ConversationInfo]:
         """Most recently updated first; empty conversations are left out."""
         sql = (
@@ -228,6 +352,7 @@ class History:
         found = self.conversations(limit=1)
         return found[0] if found else None
 
+    @_guarded
     def load(self, conversation_id: int) -> StoredConversation:
         with self._lock:
             row = self._db.execute(

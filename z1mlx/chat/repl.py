@@ -138,6 +138,12 @@ class Repl:
     def run(self) -> int:
         label = self.conversation.engine.label
         self.say(f"z1 chat · {label} · budget {self.budget} · /help for commands, Ctrl+D to leave")
+        code = self._loop()
+        if not self.conversation.save_pending():
+            return code or 1  # what could not be stored was said, with where it is kept
+        return code
+
+    def _loop(self) -> int:
         while True:
             try:
                 line = self.reader.read()

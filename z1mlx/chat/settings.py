@@ -8,6 +8,7 @@ to the defaults.
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -58,17 +59,33 @@ def _from_env(settings: ChatSettings) -> ChatSettings:
     return replace(settings, **changes).validated()  # type: ignore[arg-type]
 
 
-def load_settings(path: Path | None = None, env: bool = True) -> ChatSettings:
-    path = Path(path) if path else locations.settings_file()
+_WARNED: set[Path] = set()
+
+
+def _read(path: Path) -> tuple[dict, str | None]:
+    """The file's fields, and what is wrong with it (None: fine, or no file at all)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError, RecursionError) as err:  # unreadable, not JSON, or nested past recursion
+        return {}, "nested too deeply" if isinstance(err, RecursionError) else str(err).splitlines()[0]
+    return (data, None) if isinstance(data, dict) else ({}, "not a JSON object")
+
+
+def _settings_from(data: dict) -> ChatSettings:
     known = {f.name for f in fields(ChatSettings)}
-    settings = (
-        ChatSettings(**{k: v for k, v in data.items() if k in known}) if isinstance(data, dict) else ChatSettings()
-    )
-    settings = settings.validated()
+    return ChatSettings(**{k: v for k, v in data.items() if k in known}).validated()
+
+
+def load_settings(path: Path | None = None, env: bool = True) -> ChatSettings:
+    """The saved settings; a damaged file is said once (one line) and the defaults are used."""
+    path = Path(path) if path else locations.settings_file()
+    data, problem = _read(path)
+    if problem and path not in _WARNED:
+        _WARNED.add(path)
+        print(f"z1: {path}: ignored, using the default settings ({problem}); fix or delete the file", file=sys.stderr)
+    settings = _settings_from(data)
     return _from_env(settings) if env else settings
 
 
@@ -83,6 +100,9 @@ def save_settings(settings: ChatSettings, path: Path | None = None) -> None:
 
 def remember(path: Path | None = None, **changes) -> ChatSettings:
     """Update some fields in the file, leaving the others (and any env overrides) alone."""
-    settings = replace(load_settings(path, env=False), **changes).validated()
-    save_settings(settings, path)
+    path = Path(path) if path else locations.settings_file()
+    data, problem = _read(path)
+    settings = replace(_settings_from(data), **changes).validated()
+    if problem is None:  # a damaged file is the user's to fix: it is never overwritten
+        save_settings(settings, path)
     return settings

@@ -7,6 +7,7 @@ and bodies, tokenizes, fits the window to the context and streams replies.
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from typing import Literal
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
@@ -51,6 +52,9 @@ class ServeConfig:
     max_body_bytes: int = MAX_BODY_BYTES
     workers: int = 1
     prompt_cache_size: int = 10  # prompts whose KV caches are kept; 0: a fresh cache per request
+
+
+LOG = logging.getLogger("z1.serve")
 
 
 def model_limits(engine) -> tuple[int, int | None]:
@@ -103,12 +107,17 @@ class Z1Server:
         if declared.isdigit() and int(declared) > DRAIN_BYTES:
             raise too_big
         data, size = bytearray(), 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > DRAIN_BYTES:
-                raise too_big
-            if size <= limit:
-                data += chunk
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > DRAIN_BYTES:
+                    raise too_big
+                if size <= limit:
+                    data += chunk
+        except ClientDisconnect:
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            LOG.warning("%s disconnected before its request body was complete (%d bytes read)", client, size)
+            raise APIError(400, "The client disconnected before the request body was complete.") from None
         if size > limit:
             raise too_big
         return bytes(data)

@@ -144,13 +144,51 @@ class CompletionRequest:
     prompt_ids: list[int] | None = None  # text completions given as token ids
 
 
+# Deeper than any real request; a body nested past it is refused before anything recurses.
+MAX_JSON_DEPTH = 64
+
+
+def _json_depth_ok(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether no array/object in `raw` nests deeper than `limit` (brackets inside strings skipped)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual body: too few brackets to nest that deep
+        return True
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
 def parse_json(raw: bytes) -> dict:
+    if not _json_depth_ok(raw):
+        raise _bad(f"The JSON body of your request nests deeper than {MAX_JSON_DEPTH} levels.", code="invalid_json")
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise _bad(f"We could not parse the JSON body of your request: {err}", code="invalid_json") from err
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.", code="invalid_json")
+    try:  # a \ud800 escape decodes to a lone surrogate, which no UTF-8 output can carry
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _bad(
+            "The JSON body of your request holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+            "which is not text.",
+            code="invalid_json",
+        ) from err
     return body
 
 
