@@ -9,11 +9,12 @@ Front ends (solve, chat, TUI, server) consume the events; none of them touches m
 import json
 import os
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from pathlib import Path
 
 from .backend import Events, Piece, Segment
 from .errors import Z1Error
-from .events import Sampling
+from .events import Done, GenerationResult, Sampling
 from .window import ShiftedWindow, WindowControl, drive
 
 __all__ = ["ConversationCache", "Engine", "LocalTokens", "Sampling"]
@@ -224,6 +225,36 @@ class Engine:
             raise
 
 
+    def sweep(
+        self,
+        prompt: list[int],
+        window: ShiftedWindow,
+        budgets: list[int],
+        sampling: Sampling = Sampling(),
+    ) -> tuple[dict[int, GenerationResult], bool]:
+        """Results for every budget of `budgets` on one prompt, and whether they came from one pass.
+
+        Greedy (without think longer): one phase 1 under the largest budget, then each smaller
+        budget answers from a cache cut back to prompt + budget (`window.sweep`); each result
+        equals a separate `generate` with that budget, token for token. Sampled, or with
+        think longer, the prefix property does not hold: one separate run per budget."""
+        from mlx_lm.generate import generation_stream, wired_limit
+
+        from .window import sweep
+
+        if sampling.temperature == 0 and not window.min_thinking:
+            source = LocalTokens(self, self.new_conversation_cache(), sampling)
+            with wired_limit(self.model, [generation_stream]):  # type: ignore[list-item]
+                results = list(sweep(source, prompt, window, budgets, self.encode))
+            return {r.budget: r for r in results}, True
+        out = {}
+        for budget in sorted(set(budgets), reverse=True):
+            for event in self.generate(prompt, replace(window, budget=budget), sampling):
+                if isinstance(event, Done):
+                    out[budget] = event.result
+        return out, False
+
+
 class LocalTokens:
     """`generate_step` over one `ConversationCache`, segment after segment (see `backend.TokenSource`).
 
@@ -300,6 +331,26 @@ class LocalTokens:
 
         trim_prompt_cache(self.conversation.cache, 1)
         self.conversation.tokens.pop()
+
+    def rewind(self, keep: int) -> bool:
+        """Cut the cache back to its first `keep` tokens (a budget sweep); False where it cannot be."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        conversation = self.conversation
+        held = len(conversation.tokens)
+        if self.pending or keep > held or not can_trim_prompt_cache(conversation.cache):
+            return False
+        if held > keep:
+            trim_prompt_cache(conversation.cache, held - keep)
+            del conversation.tokens[keep:]
+        return True
+
+    def decode(self, ids: list[int]) -> str:
+        detok = self.engine._detokenizer()
+        for token in ids:
+            detok.add_token(token)
+        detok.finalize()
+        return detok.text
 
     def peak_memory_gb(self) -> float:
         import mlx.core as mx

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from .backend import Events, Piece, Segment, TokenSource
 from .events import Continuation, Done, Event, FinishReason, GenerationResult, Phase, Shift, ShiftReason, TextDelta
@@ -202,16 +203,7 @@ class _Driver:
         if shifted:
             assert shift_reason is not None
             budget_at_shift = control.budget  # the window that was hit, whatever moves later
-            yield Shift(self.counts["thinking"], window.hint, shift_reason)
-            segment = yield from self._segment(
-                "answer", hint_ids, window.hint, window.answer_tokens, self._answer_stop(window.answer_tokens)
-            )
-            if segment.end == "stop":
-                finish = "stop"
-            elif segment.end == "stopped" and self.stop_reason == "cancelled":
-                finish = "cancelled"
-            else:
-                finish = "length"
+            finish = yield from self._answer(shift_reason, hint_ids)
         yield Done(
             self._result(
                 start,
@@ -222,6 +214,19 @@ class _Driver:
                 hint_ids,
             )
         )
+
+    def _answer(self, shift_reason: ShiftReason, hint_ids: list[int]) -> Generator[Event, None, FinishReason]:
+        """Phase 2: the hint, then the answer under its cap."""
+        window = self.window
+        yield Shift(self.counts["thinking"], window.hint, shift_reason)
+        segment = yield from self._segment(
+            "answer", hint_ids, window.hint, window.answer_tokens, self._answer_stop(window.answer_tokens)
+        )
+        if segment.end == "stop":
+            return "stop"
+        if segment.end == "stopped" and self.stop_reason == "cancelled":
+            return "cancelled"
+        return "length"
 
     def _thinking_stop(self, spent: int, limit: int) -> Callable[[int], str | None]:
         control, exact = self.control, self.source.exact_counts
@@ -327,3 +332,77 @@ class _Driver:
             forced_continuations=self.forced,
             forced_tokens=self.forced_tokens,
         )
+
+
+def sweep(
+    source: TokenSource,
+    prompt: list[int],
+    window: ShiftedWindow,
+    budgets: list[int],
+    encode: Callable[[str], list[int]],
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[GenerationResult]:
+    """Greedy results for every budget of a sweep from one phase 1, largest budget first.
+
+    Greedy phase 1 under budget B is a prefix of phase 1 under any larger budget. So phase 1
+    runs once, under the largest budget (or to the model's own end); then, for each smaller
+    budget B the model thought past, the context is rewound to prompt + B thinking tokens,
+    the hint is fed and the answer generated, exactly as a separate run with budget B would
+    (same tokens, same texts). The cost falls from the sum of the budgets to the largest.
+
+    `source` must be `Rewindable`; think longer (`min_thinking`) is not swept (the point
+    where a forced continuation runs out of room depends on the budget).
+    """
+    from dataclasses import replace
+
+    if not isinstance(source, Rewindable):
+        raise TypeError("a sweep needs a source whose context can be rewound")
+    if window.min_thinking:
+        raise ValueError("a sweep does not combine with min_thinking")
+    order = sorted(set(budgets), reverse=True)
+    top: GenerationResult | None = None
+    for event in _Driver(
+        source, prompt, replace(window, budget=order[0]), WindowControl(order[0]), encode, clock
+    ).run():
+        if isinstance(event, Done):
+            top = event.result
+    assert top is not None
+    yield top
+    thinking = top.thinking_token_ids
+    hint_ids = encode(window.hint)
+    for budget in order[1:]:
+        if top.finish_reason == "stop" and not top.window_hit and len(thinking) < budget:
+            yield replace(top, budget=budget)  # the model ended inside this window too
+            continue
+        if not source.rewind(len(prompt) + budget):
+            raise RuntimeError("the context could not be rewound")
+        driver = _Driver(source, prompt, replace(window, budget=budget), WindowControl(budget), encode, clock)
+        driver.ids["thinking"] = thinking[:budget]
+        driver.texts["thinking"] = [source.decode(thinking[:budget])] if budget else []
+        driver.counts["thinking"] = budget
+        driver.cached = top.cached_prompt_tokens
+        start = clock()
+        finish = _finish_of(driver._answer("budget", hint_ids))
+        yield driver._result(start, finish, True, "budget", budget, hint_ids)
+
+
+def _finish_of(events: Generator[Event, None, FinishReason]) -> FinishReason:
+    """Run a phase for its return value, dropping its events (a sweep reports results, not deltas)."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as stop:
+            return stop.value
+
+
+@runtime_checkable
+class Rewindable(Protocol):
+    """A `TokenSource` whose context can be cut back (a local KV cache), for `sweep`."""
+
+    def rewind(self, keep: int) -> bool:
+        """Keep the first `keep` tokens of the context; False where it cannot be cut."""
+        ...
+
+    def decode(self, ids: list[int]) -> str:
+        """The text a segment of exactly these tokens reports."""
+        ...
