@@ -224,7 +224,6 @@ class Engine:
             mx.random.seed(int.from_bytes(os.urandom(4), "little"))
             raise
 
-
     def sweep(
         self,
         prompt: list[int],
