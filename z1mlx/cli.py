@@ -13,6 +13,7 @@ DEBUG_ENV = "Z1MLX_DEBUG"  # set to 1: full tracebacks, for bug reports
 COMMANDS = {
     "solve": ("z1mlx.solve", "solve a problem file with the Shifted Thinking Window"),
     "chat": ("z1mlx.chat.command", "chat in a terminal UI (or a plain REPL) with live reasoning"),
+    "eval": ("z1mlx.evaluation.command", "accuracy against thinking tokens on a problem set, every budget in one pass"),
     "serve": ("z1mlx.serve.command", "OpenAI-compatible HTTP server with the shifted window"),
     "finetune": ("z1mlx.finetune.command", "LoRA/DoRA/full fine-tuning on your own JSONL data"),
     "convert": ("z1mlx.convert.command", "convert a Hugging Face checkpoint to MLX (4-bit by default)"),
@@ -31,6 +32,7 @@ examples:
   z1 solve problem.py --model demo --check   tiny offline model; run the problem's tests
   z1 chat                                    terminal UI with a thinking-budget slider
   z1 finetune --data local.jsonl             adapt Z1 to your own problems
+  z1 eval --data humaneval                   accuracy against thinking tokens, per budget
   z1 serve --port 8080                       OpenAI-compatible API on 127.0.0.1
   z1 convert efficientscaling/Z1-7B          download and convert to 4-bit MLX
   z1 models                                  what is in the store

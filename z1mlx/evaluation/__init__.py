@@ -1,0 +1,1 @@
+"""`z1 eval`: test-time scaling curves (data sets, scoring, the run, the report)."""

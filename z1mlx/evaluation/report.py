@@ -1,0 +1,51 @@
+"""The summary as people read it: a table, and accuracy against mean thinking tokens as a text plot."""
+
+MARKS = "*o+x#@%&"
+
+
+def table(summary: dict) -> str:
+    rows = [("model", "budget", "pass@1", "thinking", "hit", "answer", "natural")]
+    for model, entry in summary["models"].items():
+        for b in entry["budgets"]:
+            natural = b["mean_natural_length"]
+            rows.append(
+                (
+                    model,
+                    str(b["budget"]),
+                    f"{b['pass@1']:.1%}",
+                    f"{b['mean_thinking_tokens']:.1f}",
+                    f"{b['window_hit_rate']:.0%}",
+                    f"{b['mean_answer_tokens']:.1f}",
+                    "-" if natural is None else f"{natural:.1f}",
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))) for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(summary: dict, width: int = 60, height: int = 14) -> str:
+    """pass@1 (rows) against mean thinking tokens (columns), one mark per model, a point per budget."""
+    points = [
+        (MARKS[i % len(MARKS)], b["mean_thinking_tokens"], b["pass@1"])
+        for i, entry in enumerate(summary["models"].values())
+        for b in entry["budgets"]
+    ]
+    if not points:
+        return ""
+    x_max = max(x for _, x, _ in points) or 1.0
+    grid = [[" "] * width for _ in range(height)]
+    for mark, x, y in points:
+        col = min(width - 1, int(x / x_max * (width - 1)))
+        row = height - 1 - min(height - 1, int(y * (height - 1)))
+        grid[row][col] = mark
+    lines = [
+        f"{'100%' if r == 0 else ('  0%' if r == height - 1 else '    ')} |{''.join(row)}" for r, row in enumerate(grid)
+    ]
+    lines.append("     +" + "-" * width)
+    lines.append(f"      0{'mean thinking tokens'.center(width - 2 - len(f'{x_max:.0f}'))}{x_max:.0f}")
+    legend = "  ".join(f"{MARKS[i % len(MARKS)]} {m}" for i, m in enumerate(summary["models"]))
+    return "\n".join(["pass@1 against mean thinking tokens (a point per budget)", *lines, "      " + legend])
