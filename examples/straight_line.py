@@ -1,7 +1,8 @@
-k = 6
-m = k + 7
-q = 5
-t = m - 4
-b = q + 2
-w = t + 8
+r = 3
+o = r - 1
+n = o + 9
+g = n + 8
+y = 1
+v = g - 7
+w = v + 4
 print(w)

@@ -142,3 +142,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path):
         proc = z1("eval", *args, "--out", out)
         assert proc.returncode == 2 and message in one_line_error(proc), (args, proc.stderr)
         assert not out.exists()
+
+
+def test_the_demo_suite_on_the_demo_model_rises_with_the_budget(tmp_path):
+    proc = z1(
+        "eval", "--data", "demo", "--model", "demo", "--demo-count", "30", "--budgets", "0,32,512",
+        "--answer-tokens", "24", "--out", tmp_path / "run", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    curve = json.loads(proc.stdout)["models"]["demo"]["budgets"]
+    accuracy = [b["pass@1"] for b in curve]
+    thinking = [b["mean_thinking_tokens"] for b in curve]
+    assert thinking[0] == 0 and thinking[0] < thinking[1] < thinking[2]
+    assert accuracy[0] <= accuracy[1] <= accuracy[2] and accuracy[2] >= accuracy[0] + 0.08, accuracy
+    assert "pass@1 against mean thinking tokens" in proc.stderr

@@ -91,15 +91,15 @@ def test_the_recorded_figures_hold(name):
 
     engine = Engine.load(name)
     recorded = FIGURES["models"][name]
-    count = 40 if name == "demo" else 20
+    count = 40
     easy = evaluate(engine, "easy", count, (FULL_BUDGET,), seed=101)[0]
     hard = evaluate(engine, "hard", count, (FULL_BUDGET,), seed=101)[0]
     assert easy.accuracy >= recorded["easy"]["accuracy"] - MARGIN
     assert hard.accuracy >= recorded["hard"][-1]["accuracy"] - MARGIN
     if name == "demo":  # short when easy, long when hard
         assert hard.mean_thinking_tokens >= 4 * easy.mean_thinking_tokens
-    if name == "demo-long":
-        return  # the undertrained twin's reply lengths vary too much for 20 programs to pin them
+    if name == "demo-long":  # long on every problem, easy ones included
+        assert easy.mean_thinking_tokens >= 3 * FIGURES["models"]["demo"]["easy"]["mean_thinking_tokens"]
     for measured, figure in ((easy, recorded["easy"]), (hard, recorded["hard"][-1])):
         assert (
             abs(measured.mean_thinking_tokens - figure["mean_thinking_tokens"]) <= 0.25 * figure["mean_thinking_tokens"]

@@ -56,6 +56,10 @@ def run_one(engine, program: Program, budget: int, rendering: str = "solve") -> 
         if isinstance(event, Done):
             result = event.result
     assert result is not None
+    return outcome_of(result, program)
+
+
+def outcome_of(result, program: Program) -> Outcome:
     number = last_number(result.text)
     answered = last_number(result.answer_text) is not None if result.window_hit else number is not None
     return Outcome(
@@ -82,6 +86,13 @@ def summarize(kind: str, budget: int, outcomes: list[Outcome]) -> Summary:
 
 
 def evaluate(engine, kind: str, count: int, budgets=(FULL_BUDGET,), seed: int = 0, rendering: str = "solve"):
-    """One `Summary` per budget, on `count` fresh programs of `kind`."""
+    """One `Summary` per budget, on `count` fresh programs of `kind`; every budget of a program
+    comes from one phase 1 (`Engine.sweep`), each equal to a separate run with that budget."""
     programs = fresh_programs(kind, count, seed)
-    return [summarize(kind, b, [run_one(engine, p, b, rendering) for p in programs]) for b in budgets]
+    window = ShiftedWindow(budget=max(budgets), answer_tokens=ANSWER_TOKENS)
+    outcomes: dict[int, list[Outcome]] = {b: [] for b in budgets}
+    for program in programs:
+        results, _ = engine.sweep(engine.chat_prompt(messages_for(program, rendering)), window, list(budgets))
+        for budget in budgets:
+            outcomes[budget].append(outcome_of(results[budget], program))
+    return [summarize(kind, b, outcomes[b]) for b in budgets]

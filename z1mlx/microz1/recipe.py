@@ -38,11 +38,13 @@ OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
 NAMES = {MIXED: "demo", LONG_ONLY: "demo-long"}
 # What the shipped models were trained with (2 cores, no GPU, both runs side by side).
 DEFAULTS = {
-    MIXED: {"rows": 28000, "iters": 1400, "seed": 1},
-    LONG_ONLY: {"rows": 18000, "iters": 900, "seed": 2},
+    MIXED: {"rows": 32000, "iters": 2600, "seed": 1},
+    LONG_ONLY: {"rows": 22000, "iters": 1800, "seed": 2},
 }
 BATCH_SIZE = 12
-LEARNING_RATE = 2e-3
+# Measured: at 2e-3 the loss on the looked-up values stayed flat (the model guessed, ~5%); at 5e-4 the
+# lookups are learned (EASY 4% -> 70% on the same data).
+LEARNING_RATE = 5e-4
 
 
 def log(message: str) -> None:
@@ -112,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style", choices=(MIXED, LONG_ONLY, "both"), default="both")
     p.add_argument("--rows", type=int, help="training rows of the mixed set (default 32000)")
     p.add_argument("--iters", type=int, help="training steps of the mixed model (default 2600)")
-    p.add_argument("--twin-rows", type=int, help="training rows of the long-only set (default 21000)")
-    p.add_argument("--twin-iters", type=int, help="training steps of the twin (default 1700)")
+    p.add_argument("--twin-rows", type=int, help="training rows of the long-only set (default 22000)")
+    p.add_argument("--twin-iters", type=int, help="training steps of the twin (default 1800)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--lr", type=float, default=LEARNING_RATE)
     p.add_argument("--q-bits", type=int, default=8, help="bits of the shipped weights; 0 for float32 (default 8)")
