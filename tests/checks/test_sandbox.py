@@ -7,6 +7,7 @@ import socket
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -119,14 +120,24 @@ def test_the_directory_is_removed_and_the_process_killed_on_ctrl_c(tmp_path):
         "time.sleep(60)\n"
     )
 
-    # A real SIGINT at the main thread, as Ctrl+C delivers it (not SIGALRM: pytest-timeout's).
-    ctrl_c = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+    # A real SIGINT at the main thread, as Ctrl+C delivers it (not SIGALRM: pytest-timeout's),
+    # once the script is running (its report is written): on a loaded machine that takes a while.
+    stop = threading.Event()
+
+    def press_ctrl_c():
+        deadline = time.monotonic() + 25
+        while not stop.is_set() and not (report.exists() and report.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not stop.is_set():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    ctrl_c = threading.Thread(target=press_ctrl_c, daemon=True)
     ctrl_c.start()
     try:
         with pytest.raises(KeyboardInterrupt):  # rlimits: the script reports to a host path
             run_sandboxed(script, limits=Limits(wall_seconds=30), mode="rlimits")
     finally:
-        ctrl_c.cancel()
+        stop.set()
     workdir, pid = json.loads(report.read_text())
     assert not os.path.exists(workdir)
     with pytest.raises(ProcessLookupError):
