@@ -131,6 +131,8 @@ def test_the_directory_is_removed_and_the_process_killed_on_ctrl_c(tmp_path):
         if not stop.is_set():
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
+    # Ctrl+C raises KeyboardInterrupt, even where the tests run in the background (which ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ctrl_c = threading.Thread(target=press_ctrl_c, daemon=True)
     ctrl_c.start()
     try:
@@ -138,6 +140,7 @@ def test_the_directory_is_removed_and_the_process_killed_on_ctrl_c(tmp_path):
             run_sandboxed(script, limits=Limits(wall_seconds=30), mode="rlimits")
     finally:
         stop.set()
+        signal.signal(signal.SIGINT, previous)
     workdir, pid = json.loads(report.read_text())
     assert not os.path.exists(workdir)
     with pytest.raises(ProcessLookupError):

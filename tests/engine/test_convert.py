@@ -111,6 +111,8 @@ def test_interrupted_conversion_removes_its_partial_directory(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal, even where this runs in the background (which ignores SIGINT).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list((tmp_path / "out").glob(".partial-*")):
