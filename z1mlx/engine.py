@@ -246,12 +246,17 @@ class Engine:
             with wired_limit(self.model, [generation_stream]):  # type: ignore[list-item]
                 results = list(sweep(source, prompt, window, budgets, self.encode))
             return {r.budget: r for r in results}, True
-        out = {}
-        for budget in sorted(set(budgets), reverse=True):
-            for event in self.generate(prompt, replace(window, budget=budget), sampling):
-                if isinstance(event, Done):
-                    out[budget] = event.result
-        return out, False
+        return separate_runs(self, prompt, window, budgets, sampling), False
+
+
+def separate_runs(backend, prompt: list[int], window: ShiftedWindow, budgets: list[int], sampling: Sampling):
+    """One `generate` per budget (any backend): the sweep where one pass cannot serve them all."""
+    out: dict[int, GenerationResult] = {}
+    for budget in sorted(set(budgets), reverse=True):
+        for event in backend.generate(prompt, replace(window, budget=budget), sampling):
+            if isinstance(event, Done):
+                out[budget] = event.result
+    return out
 
 
 class LocalTokens:

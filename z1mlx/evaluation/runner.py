@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..answer import reasoning_and_answer
 from ..errors import Z1Error
-from ..events import Done, Sampling
+from ..events import Sampling
 from ..fsutil import atomic_write_text
 from ..window import ShiftedWindow
 from .data import DataSet, Item
@@ -113,12 +113,9 @@ def _generate(engine, prompt: list[int], window: ShiftedWindow, budgets: list[in
     sweep = getattr(engine, "sweep", None)
     if sweep is not None:
         return sweep(prompt, window, budgets, sampling)
-    results = {}
-    for budget in sorted(set(budgets), reverse=True):  # a remote engine: one run per budget
-        for event in engine.generate(prompt, replace(window, budget=budget), sampling):
-            if isinstance(event, Done):
-                results[budget] = event.result
-    return results, False
+    from ..engine import separate_runs
+
+    return separate_runs(engine, prompt, window, budgets, sampling), False  # a remote engine
 
 
 def _row(model: str, item: Item, sample: int, result, verdict: Verdict, code: str | None, reasoning, answer) -> dict:
