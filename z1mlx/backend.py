@@ -80,6 +80,11 @@ class Piece:
     tokens: int  # tokens generated in this segment so far (a remote source may estimate)
 
 
+# What a batched source's `stream` yields while its sequence waits for the batch's next step;
+# the driver passes it on as `events.WAIT` (see `batch`).
+WAITING = Piece("", [], -1)
+
+
 @dataclass
 class Segment:
     """How a `TokenSource.stream` call ended, with its exact account."""

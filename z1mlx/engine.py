@@ -74,11 +74,22 @@ class PooledConversationCache(ConversationCache):
         super().__init__(model)
 
     def reuse(self, prompt: list[int]) -> int:
-        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
-
         if self.tokens:
             self._pool.insert_cache("model", list(self.tokens), self.cache)
-        cache, rest = self._pool.fetch_nearest_cache("model", list(prompt))
+        self.cache, held = nearest_cache(self._model, self._pool, prompt)
+        self.tokens = list(prompt[:held])
+        return held
+
+
+def nearest_cache(model, pool, prompt: list[int]) -> tuple[list, int]:
+    """A KV cache to start `prompt` from, and how many of its tokens it holds: a copy of the
+    cache in `pool` (mlx-lm's `LRUPromptCache`, or None) sharing the longest prefix, cut to
+    leave at least one token to feed; else a fresh cache and 0."""
+    from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+
+    cache, held = None, 0
+    if pool is not None:
+        cache, rest = pool.fetch_nearest_cache("model", list(prompt))
         held = len(prompt) - len(rest)
         if cache is not None and held == len(prompt):  # generation needs at least one token fed
             if can_trim_prompt_cache(cache):
@@ -86,11 +97,9 @@ class PooledConversationCache(ConversationCache):
                 held -= 1
             else:
                 cache, held = None, 0
-        if cache is None or held == 0:
-            self.cache, self.tokens = make_prompt_cache(self._model), []
-            return 0
-        self.cache, self.tokens = cache, list(prompt[:held])
-        return held
+    if cache is None or held == 0:
+        return make_prompt_cache(model), 0
+    return cache, held
 
 
 def _eos_ids(model_path: Path, tokenizer) -> set[int]:

@@ -97,4 +97,12 @@ class Done:
     result: GenerationResult
 
 
-Event = TextDelta | Shift | Continuation | Done
+@dataclass(frozen=True)
+class Wait:
+    """A batched source has no token yet: the batch must step first. Only `batch` ever sees
+    it (it pauses the sequence there); no front end receives it."""
+
+
+WAIT = Wait()
+
+Event = TextDelta | Shift | Continuation | Done | Wait

@@ -21,8 +21,20 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .backend import Events, Piece, Segment, TokenSource
-from .events import Continuation, Done, Event, FinishReason, GenerationResult, Phase, Shift, ShiftReason, TextDelta
+from .backend import WAITING, Events, Piece, Segment, TokenSource
+from .events import (
+    WAIT,
+    Continuation,
+    Done,
+    Event,
+    FinishReason,
+    GenerationResult,
+    Phase,
+    Shift,
+    ShiftReason,
+    TextDelta,
+    Wait,
+)
 
 HINT = "\n\nI overthought it, the final answer should be:\n\n"
 BOXED_HINT = "\n\nI overthought it, the final answer in \\boxed{} should be:\n\n"
@@ -268,6 +280,9 @@ class _Driver:
             except StopIteration as stop:
                 segment: Segment = stop.value
                 break
+            if piece is WAITING:  # a batched source: its sequence waits for the batch's next step
+                yield WAIT
+                continue
             if first:
                 first = False
                 now = self.clock()
@@ -353,6 +368,20 @@ def sweep(
     `source` must be `Rewindable`; think longer (`min_thinking`) is not swept (the point
     where a forced continuation runs out of room depends on the budget).
     """
+    for item in sweep_steps(source, prompt, window, budgets, encode, clock):
+        if isinstance(item, GenerationResult):
+            yield item
+
+
+def sweep_steps(
+    source: TokenSource,
+    prompt: list[int],
+    window: ShiftedWindow,
+    budgets: list[int],
+    encode: Callable[[str], list[int]],
+    clock: Callable[[], float] = time.perf_counter,
+) -> Generator[GenerationResult | Wait, None, None]:
+    """`sweep`, passing on a batched source's `WAIT`s (so a batch can run many sweeps at once)."""
     from dataclasses import replace
 
     if not isinstance(source, Rewindable):
@@ -366,6 +395,8 @@ def sweep(
     ).run():
         if isinstance(event, Done):
             top = event.result
+        elif event is WAIT:
+            yield WAIT
     assert top is not None
     yield top
     thinking = top.thinking_token_ids
@@ -382,17 +413,19 @@ def sweep(
         driver.counts["thinking"] = budget
         driver.cached = top.cached_prompt_tokens
         start = clock()
-        finish = _finish_of(driver._answer("budget", hint_ids))
+        finish = yield from _waits_of(driver._answer("budget", hint_ids))
         yield driver._result(start, finish, True, "budget", budget, hint_ids)
 
 
-def _finish_of(events: Generator[Event, None, FinishReason]) -> FinishReason:
-    """Run a phase for its return value, dropping its events (a sweep reports results, not deltas)."""
+def _waits_of(events: Generator[Event, None, FinishReason]) -> Generator[Wait, None, FinishReason]:
+    """Run a phase for its return value, passing on only its `WAIT`s (a sweep reports results)."""
     while True:
         try:
-            next(events)
+            event = next(events)
         except StopIteration as stop:
             return stop.value
+        if event is WAIT:
+            yield WAIT
 
 
 @runtime_checkable

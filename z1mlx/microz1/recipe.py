@@ -2,6 +2,8 @@
 
     python -m z1mlx.microz1.recipe --work build/microz1              # both models, as shipped
     python -m z1mlx.microz1.recipe --work /tmp/mz --rows 200 --iters 4 --twin-iters 4   # a smoke run
+    python -m z1mlx.microz1.recipe --work build/mz2 --continue-from build/microz1 \
+        --rows 43200 --iters 3600 --twin-rows 24000 --twin-iters 2000 --lr 3e-4         # stage 2
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
@@ -41,6 +43,8 @@ DEFAULTS = {
     MIXED: {"rows": 32000, "iters": 2600, "seed": 1},
     LONG_ONLY: {"rows": 22000, "iters": 1800, "seed": 2},
 }
+# A later stage (--continue-from) writes its rows from these seeds plus this offset.
+STAGE_SEED_OFFSET = 10
 BATCH_SIZE = 12
 # Measured: at 2e-3 the loss on the looked-up values stayed flat (the model guessed, ~5%); at 5e-4 the
 # lookups are learned (EASY 4% -> 70% on the same data).
@@ -64,11 +68,11 @@ def z1_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "z1mlx", *args]
 
 
-def finetune_command(work: Path, style: str, iters: int, batch_size: int, lr: float) -> list[str]:
+def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size: int, lr: float) -> list[str]:
     return z1_command(
         "finetune",
         "--model",
-        str(work / "base"),
+        str(base),
         "--type",
         "full",
         "--data",
@@ -120,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=LEARNING_RATE)
     p.add_argument("--q-bits", type=int, default=8, help="bits of the shipped weights; 0 for float32 (default 8)")
     p.add_argument("--install", action="store_true", help="copy the converted models into the package")
+    p.add_argument(
+        "--continue-from",
+        type=Path,
+        metavar="WORK",
+        help="a later stage: train on fresh rows (other seeds) from the float32 models an earlier run left in WORK",
+    )
     args = p.parse_args(argv)
 
     work = args.work.absolute()
@@ -129,31 +139,51 @@ def main(argv: list[str] | None = None) -> int:
         LONG_ONLY: (args.twin_rows or DEFAULTS[LONG_ONLY]["rows"], args.twin_iters or DEFAULTS[LONG_ONLY]["iters"]),
     }
     started = time.perf_counter()
-    log(f"building a fresh model in {work / 'base'}")
-    base = build_fresh_model(work / "base", MicroSpec())
-    check_tokenizer(base, tokenizer_corpus(200, seed=99))
+    bases: dict[str, Path] = {}
+    seed_offset = 0
+    if args.continue_from:
+        # Each model goes on from its own earlier weights, copied so the store names them apart
+        # from the models this stage fuses; the rows come from seeds the earlier stage never used.
+        seed_offset = STAGE_SEED_OFFSET
+        for style in styles:
+            earlier = args.continue_from.absolute() / "home" / "models" / f"{NAMES[style]}-float32"
+            if not (earlier / "config.json").is_file():
+                log(f"{earlier} holds no trained model (run the first stage there)")
+                return 2
+            bases[style] = work / f"init-{NAMES[style]}"
+            shutil.rmtree(bases[style], ignore_errors=True)
+            shutil.copytree(earlier, bases[style])
+            log(f"{NAMES[style]} continues from {earlier}")
+    else:
+        log(f"building a fresh model in {work / 'base'}")
+        base = build_fresh_model(work / "base", MicroSpec())
+        check_tokenizer(base, tokenizer_corpus(200, seed=99))
+        bases = {style: base for style in styles}
     for style in styles:
         rows, _ = sizes[style]
-        log(f"writing {rows} {style} rows to {work / f'data-{style}'}")
-        write_dataset(work / f"data-{style}", rows, seed=DEFAULTS[style]["seed"], style=style)
+        seed = DEFAULTS[style]["seed"] + seed_offset
+        log(f"writing {rows} {style} rows (seed {seed}) to {work / f'data-{style}'}")
+        write_dataset(work / f"data-{style}", rows, seed=seed, style=style)
     for style in styles:  # a rerun starts these from scratch
         shutil.rmtree(work / f"run-{style}", ignore_errors=True)
         shutil.rmtree(work / "home" / "models" / f"{NAMES[style]}-float32", ignore_errors=True)
 
     threads = 1 if len(styles) > 1 else None
     env = child_env(work, threads)
-    # The base is converted into the store once, before the runs could race to do it.
-    subprocess.run(
-        z1_command("finetune", "--model", str(base), "--type", "full", "--data", str(work / f"data-{styles[0]}"))
-        + ["--dry-run"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    # Each base is converted into the store once, before the runs could race to do it.
+    for base in dict.fromkeys(bases.values()):
+        style = next(s for s in styles if bases[s] == base)
+        subprocess.run(
+            z1_command("finetune", "--model", str(base), "--type", "full", "--data", str(work / f"data-{style}"))
+            + ["--dry-run"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     runs = []
     for style in styles:
         _, iters = sizes[style]
-        command = finetune_command(work, style, iters, args.batch_size, args.lr)
+        command = finetune_command(work, bases[style], style, iters, args.batch_size, args.lr)
         log(f"training {NAMES[style]}: {' '.join(command[2:])}")
         log_file = open(work / f"train-{style}.log", "w")
         runs.append((style, subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT), log_file))
