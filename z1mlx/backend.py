@@ -70,6 +70,33 @@ class Backend(Protocol):
         """Events of one reply to `prompt` under `window`; closing it early stops the reply."""
         ...
 
+    def batch(self, size: int, prompt_cache_size: int = 0) -> "Batcher":
+        """Up to `size` replies at once, each under its own window (`batch.Batch` locally,
+        `batch.ThreadBatch` for a remote server); `prompt_cache_size` earlier prompts' caches
+        are kept for reuse where the backend keeps caches."""
+        ...
+
+
+class Batcher(Protocol):
+    """Many generations stepped together: `z1 serve` and `z1 eval` drive this and nothing else."""
+
+    size: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, prompt: list[int], window: "ShiftedWindow", sampling: Sampling, control=None, key=None): ...
+
+    def add_sweep(self, prompt: list[int], window: "ShiftedWindow", budgets: list[int], key=None): ...
+
+    def step(self) -> list[tuple]:
+        """(sequence, item) pairs produced since the last step: events, sweep results or the
+        exception that ended a sequence."""
+        ...
+
+    def drop(self, sequence) -> None: ...
+
+    def close(self) -> None: ...
+
 
 @dataclass
 class Piece:

@@ -19,6 +19,8 @@ same argmax (left-padded caches, batched matmuls): `tests/engine/test_batch.py` 
 on a float32 model, and `bench/bench_batch.py` measures the agreement on the demo model.
 """
 
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -132,8 +134,8 @@ class Sequence:
     """One reply (or one budget sweep) in a batch. `Batch.step` reports what it produced."""
 
     key: Any  # the caller's own tag
-    steps: Generator = field(repr=False)
-    source: BatchTokens = field(repr=False)
+    steps: Generator | None = field(repr=False)  # the driver (None in a `ThreadBatch`)
+    source: BatchTokens | None = field(repr=False)
     control: WindowControl | None = None
     done: bool = False
     error: BaseException | None = None
@@ -207,6 +209,7 @@ class Batch:
         sequence.done = True
         self._live.remove(sequence)
         self._early = [(s, item) for s, item in self._early if s is not sequence]
+        assert sequence.steps is not None and sequence.source is not None
         sequence.steps.close()  # BatchTokens.stream's `finally` takes its cache out of the generator
         self._take_out(sequence.source)
 
@@ -250,6 +253,7 @@ class Batch:
     def _advance(self, sequence: Sequence, out: list) -> None:
         if sequence.done:
             return
+        assert sequence.steps is not None and sequence.source is not None
         while True:
             try:
                 item = next(sequence.steps)
@@ -274,6 +278,7 @@ class Batch:
         sequence.done = True
         self._live.remove(sequence)
         source = sequence.source
+        assert source is not None
         if self.pool is not None and sequence.error is None and source.uid is None and source.tokens:
             self.pool.insert_cache("model", list(source.tokens), source.cache)
 
@@ -281,7 +286,8 @@ class Batch:
         for sequence in list(self._live):
             sequence.error = err
             sequence.done = True
-            sequence.steps.close()
+            if sequence.steps is not None:
+                sequence.steps.close()
             out.append((sequence, err))
         self._live.clear()
         self._in_generator.clear()
@@ -341,7 +347,108 @@ class Batch:
         self._generator.close()
 
 
-def generate_all(batch: Batch, jobs: list[tuple[Any, list[int], ShiftedWindow, Sampling]]) -> Iterator[tuple]:
+_FINISHED = object()
+
+
+class ThreadBatch:
+    """The `Batch` interface over any backend's own `generate`, one thread per sequence: a
+    remote engine's server batches by itself (vLLM, SGLang, mlx_lm.server), so N requests
+    in flight are its batch. Sweeps are one run per budget there (`engine.separate_runs`)."""
+
+    def __init__(self, backend, size: int = 8):
+        if size < 1:
+            raise ValueError("a batch holds at least one sequence")
+        self.backend, self.size = backend, size
+        self._items: queue.Queue = queue.Queue()
+        self._live: list[Sequence] = []
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(
+        self,
+        prompt: list[int],
+        window: ShiftedWindow = ShiftedWindow(),
+        sampling: Sampling = Sampling(),
+        control: WindowControl | None = None,
+        key: Any = None,
+    ) -> Sequence:
+        control = control or WindowControl(window.budget)
+        return self._start(
+            Sequence(key, None, None, control), lambda: self.backend.generate(prompt, window, sampling, control=control)
+        )
+
+    def add_sweep(self, prompt: list[int], window: ShiftedWindow, budgets: list[int], key: Any = None) -> Sequence:
+        from .engine import separate_runs
+
+        def results():
+            by_budget = separate_runs(self.backend, prompt, window, budgets, Sampling())
+            return [by_budget[b] for b in sorted(by_budget, reverse=True)]
+
+        return self._start(Sequence(key, None, None), results)
+
+    def _start(self, sequence: Sequence, make: Callable[[], Any]) -> Sequence:
+        self._live.append(sequence)
+        threading.Thread(target=self._run, args=(sequence, make), name="z1-sequence", daemon=True).start()
+        return sequence
+
+    def _run(self, sequence: Sequence, make: Callable[[], Any]) -> None:
+        try:
+            for item in make():
+                self._items.put((sequence, item))
+        except Exception as err:  # reported as the sequence's item, as `Batch` does
+            self._items.put((sequence, err))
+        finally:
+            self._items.put((sequence, _FINISHED))
+
+    def step(self, wait: float = 0.05) -> list[tuple[Sequence, Any]]:
+        """What the sequences produced since the last step (waiting up to `wait` s for something)."""
+        try:
+            items = [self._items.get(timeout=wait)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                items.append(self._items.get_nowait())
+            except queue.Empty:
+                break
+        out = []
+        for sequence, item in items:
+            if item is _FINISHED:
+                if sequence in self._live:
+                    self._live.remove(sequence)
+                sequence.done = True
+                continue
+            if sequence.done:  # dropped
+                continue
+            if isinstance(item, BaseException):
+                sequence.error = item
+            elif isinstance(item, Done):
+                sequence.results.append(item.result)
+            elif isinstance(item, GenerationResult):
+                sequence.results.append(item)
+            out.append((sequence, item))
+        return out
+
+    def run(self) -> Iterator[tuple[Sequence, Any]]:
+        while self._live:
+            yield from self.step()
+
+    def drop(self, sequence: Sequence) -> None:
+        if sequence.control is not None:
+            sequence.control.cancel()  # the thread's generation ends at its next token
+        sequence.done = True
+        if sequence in self._live:
+            self._live.remove(sequence)
+
+    def close(self) -> None:
+        for sequence in list(self._live):
+            self.drop(sequence)
+
+
+def generate_all(
+    batch: "Batch | ThreadBatch", jobs: list[tuple[Any, list[int], ShiftedWindow, Sampling]]
+) -> Iterator[tuple]:
     """Each job's `GenerationResult`, as (key, result), in the order they finish; at most
     `batch.size` in the batch at once. A failed job raises its exception."""
     waiting = deque(jobs)
@@ -356,4 +463,23 @@ def generate_all(batch: Batch, jobs: list[tuple[Any, list[int], ShiftedWindow, S
                 yield sequence.key, item.result
 
 
-__all__ = ["Batch", "BatchTokens", "Sequence", "generate_all"]
+__all__ = ["Batch", "BatchTokens", "Sequence", "ThreadBatch", "generate_all", "sweep_all"]
+
+
+def sweep_all(
+    batch: "Batch | ThreadBatch", jobs: list[tuple[Any, list[int], ShiftedWindow, list[int]]]
+) -> Iterator[tuple]:
+    """Each job's budget sweep, as (key, {budget: GenerationResult}), in the order they
+    finish; at most `batch.size` sweeps at once. A failed job raises its exception."""
+    waiting = deque(jobs)
+    running: list[Sequence] = []
+    while waiting or running:
+        while waiting and len(batch) < batch.size:
+            key, prompt, window, budgets = waiting.popleft()
+            running.append(batch.add_sweep(prompt, window, budgets, key=key))
+        for _, item in batch.step():
+            if isinstance(item, BaseException):
+                raise item
+        for sequence in [s for s in running if s.done]:
+            running.remove(sequence)
+            yield sequence.key, {r.budget: r for r in sequence.results}

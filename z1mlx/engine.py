@@ -233,6 +233,12 @@ class Engine:
             mx.random.seed(int.from_bytes(os.urandom(4), "little"))
             raise
 
+    def batch(self, size: int, prompt_cache_size: int = 0):
+        """Up to `size` replies at once through mlx-lm's `BatchGenerator` (see `batch.Batch`)."""
+        from .batch import Batch
+
+        return Batch(self, size, prompt_cache_size)
+
     def sweep(
         self,
         prompt: list[int],

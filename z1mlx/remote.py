@@ -448,6 +448,12 @@ class RemoteEngine:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
+    def batch(self, size: int, prompt_cache_size: int = 0):
+        """`size` requests in flight at once: the server batches them (see `batch.ThreadBatch`)."""
+        from .batch import ThreadBatch
+
+        return ThreadBatch(self, size)
+
     def new_conversation_cache(self, pool: int = 0) -> RemoteConversation:
         return RemoteConversation()
 

@@ -181,6 +181,7 @@ def test_eight_concurrent_clients_get_their_own_answers(server, engine):
     assert len({outcome for outcome in outcomes}) == len(cases)
     health = httpx.get(f"{server}/health").json()
     assert health["running"] == 0 and health["queued"] == 0
+    assert health["parallel"] == 8 and health["peak_batch"] > 1  # generated side by side, one batch
 
 
 def test_stop_sequence_cuts_the_reply(server, engine):

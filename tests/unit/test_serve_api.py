@@ -399,6 +399,11 @@ class BlockingEngine:
     def new_conversation_cache(self, pool=0):
         return None
 
+    def batch(self, size, prompt_cache_size=0):
+        from z1mlx.batch import ThreadBatch
+
+        return ThreadBatch(self, size)
+
     def generate(self, prompt, window, sampling, control=None, conversation=None):
         self.ran.append(prompt)
         self.started.set()
@@ -411,14 +416,14 @@ def test_scheduler_queues_in_order_refuses_when_full_and_cancels_on_close():
     from z1mlx.events import Sampling
 
     engine = BlockingEngine()
-    scheduler = Scheduler(engine, workers=1, max_queue=1)
+    scheduler = Scheduler(engine, parallel=1, max_queue=1)
     loop = asyncio.new_event_loop()
     jobs = [Job([i], ShiftedWindow(4, 2), Sampling(), loop) for i in range(3)]
     try:
         scheduler.submit(jobs[0])
         assert engine.started.wait(5)
         scheduler.submit(jobs[1])
-        assert scheduler.stats() == {"running": 1, "queued": 1}
+        assert scheduler.stats() == {"running": 1, "queued": 1, "parallel": 1, "peak_batch": 1}
         with pytest.raises(APIError) as info:
             scheduler.submit(jobs[2])
         assert info.value.status == 429 and info.value.code == "queue_full"

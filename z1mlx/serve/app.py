@@ -50,7 +50,7 @@ class ServeConfig:
     max_queue: int = 64
     max_prompt_tokens: int | None = None  # None: the model's context length
     max_body_bytes: int = MAX_BODY_BYTES
-    workers: int = 1
+    parallel: int = 8  # generations at once (a local batch, or requests in flight to a remote engine)
     prompt_cache_size: int = 10  # prompts whose KV caches are kept; 0: a fresh cache per request
 
 
@@ -85,7 +85,7 @@ class Z1Server:
         self.config = config
         self.context, self.vocab_size = model_limits(engine)
         self.max_prompt_tokens = config.max_prompt_tokens or self.context
-        self.scheduler = Scheduler(engine, config.workers, config.max_queue, config.prompt_cache_size)
+        self.scheduler = Scheduler(engine, config.parallel, config.max_queue, config.prompt_cache_size)
         self.started = int(time.time())
 
     # Checks

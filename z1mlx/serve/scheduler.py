@@ -1,4 +1,4 @@
-"""The request scheduler of `z1 serve`: worker threads that run generations in arrival order.
+"""The request scheduler of `z1 serve`: one thread that batches generations in arrival order.
 
 Each job streams its backend's events back to its request's event loop; a client that
 disconnects cancels its job (queued or running) at the next token.
@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..backend import Backend
-from ..events import Sampling
+from ..events import Done, Sampling
 from ..window import ShiftedWindow, WindowControl
 from .openai_api import APIError
 
@@ -43,16 +43,20 @@ class Job:
 
 
 class Scheduler:
-    """Worker threads that run jobs in arrival order, one generation per worker.
+    """One thread that runs up to `parallel` generations at once, admitted in arrival order.
 
-    A local engine gets one worker, whose KV cache keeps the caches of the last
-    `prompt_cache_size` prompts (mlx-lm's `LRUPromptCache`): a prompt sharing a prefix with
-    any of them (a chat resent with one more turn, from any client) prefills only the rest.
-    0 gives each request a fresh cache. A remote engine may take several workers.
+    It drives the backend's `Batcher` (`Backend.batch`): locally, mlx-lm's `BatchGenerator`
+    with each request under its own window, and the KV caches of the last
+    `prompt_cache_size` prompts kept (mlx-lm's `LRUPromptCache`), so a prompt sharing a
+    prefix with any of them (a chat resent with one more turn, from any client) prefills
+    only the rest (0: a fresh cache per request); for a remote engine, `parallel` requests
+    in flight. A request joins the batch at its next step and leaves it when it ends or its
+    client goes (its control is cancelled: it ends at its next token).
     """
 
-    def __init__(self, engine: Backend, workers: int = 1, max_queue: int = 64, prompt_cache_size: int = 10):
+    def __init__(self, engine: Backend, parallel: int = 1, max_queue: int = 64, prompt_cache_size: int = 10):
         self.engine = engine
+        self.parallel = parallel
         self.max_queue = max_queue
         self.prompt_cache_size = prompt_cache_size
         self._jobs: queue.Queue = queue.Queue()
@@ -60,11 +64,9 @@ class Scheduler:
         self._waiting: set[Job] = set()
         self._running: set[Job] = set()
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"z1-generate-{i}", daemon=True) for i in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._peak = 0  # the most generations one batch step has held
+        self._thread = threading.Thread(target=self._work, name="z1-generate", daemon=True)
+        self._thread.start()
 
     def submit(self, job: Job) -> None:
         with self._lock:
@@ -82,32 +84,63 @@ class Scheduler:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"running": len(self._running), "queued": len(self._waiting)}
+            return {
+                "running": len(self._running),
+                "queued": len(self._waiting),
+                "parallel": self.parallel,
+                "peak_batch": self._peak,
+            }
 
     def _work(self) -> None:
-        size = self.prompt_cache_size
-        conversation = self.engine.new_conversation_cache(pool=size) if size > 0 else None
-        while (job := self._jobs.get()) is not None:
-            with self._lock:
-                self._waiting.discard(job)
-                self._running.add(job)
+        batch = self.engine.batch(self.parallel, self.prompt_cache_size)
+        stopping = False
+        while not (stopping and not len(batch)):
+            while not stopping and len(batch) < self.parallel:
+                try:
+                    job = self._jobs.get(block=not len(batch))  # idle: sleep until a request comes
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                self._admit(batch, job)
+            self._peak = max(self._peak, len(batch))
             try:
-                for event in self.engine.generate(
-                    job.prompt, job.window, job.sampling, control=job.control, conversation=conversation
-                ):
-                    job.push(event)
-            except Exception as err:  # one bad generation must not stop the worker
-                job.push(GenerationFailed(f"generation failed: {type(err).__name__}: {err}"))
-                if conversation is not None:
-                    conversation.reset()  # the cache may hold a half-written step
-            finally:
-                with self._lock:
-                    self._running.discard(job)
-                job.push(_END)
+                items = batch.step()
+            except Exception as err:  # the batch itself failed: every request in it gets a 500
+                for job in list(self._running):
+                    self._end(job, GenerationFailed(f"generation failed: {type(err).__name__}: {err}"))
+                batch = self.engine.batch(self.parallel, self.prompt_cache_size)
+                continue
+            for sequence, item in items:
+                job = sequence.key
+                if isinstance(item, BaseException):  # one bad generation must not stop the others
+                    self._end(job, GenerationFailed(f"generation failed: {type(item).__name__}: {item}"))
+                else:
+                    job.push(item)
+                    if isinstance(item, Done):
+                        self._end(job)
+        batch.close()
+
+    def _admit(self, batch, job: Job) -> None:
+        with self._lock:
+            self._waiting.discard(job)
+            self._running.add(job)
+        try:
+            batch.add(job.prompt, job.window, job.sampling, job.control, key=job)
+        except Exception as err:
+            self._end(job, GenerationFailed(f"generation failed: {type(err).__name__}: {err}"))
+
+    def _end(self, job: Job, failure: GenerationFailed | None = None) -> None:
+        if failure is not None:
+            job.push(failure)
+        with self._lock:
+            self._running.discard(job)
+        job.push(_END)
 
     def close(self) -> None:
         """Cancel every job, running or waiting; each still ends with a (cancelled) result,
-        so its client gets a well-formed reply. Then the workers exit."""
+        so its client gets a well-formed reply. Then the thread exits."""
         with self._lock:
             if self._closed:
                 return
@@ -115,5 +148,4 @@ class Scheduler:
             jobs = self._running | self._waiting
         for job in jobs:
             job.control.cancel()
-        for _ in self._threads:
-            self._jobs.put(None)  # after the waiting jobs, which end at once
+        self._jobs.put(None)  # after the waiting jobs, which end at once
