@@ -81,6 +81,7 @@ class Batcher(Protocol):
     """Many generations stepped together: `z1 serve` and `z1 eval` drive this and nothing else."""
 
     size: int
+    one_pass: bool  # True: `add_sweep` answers every budget from one phase 1
 
     def __len__(self) -> int: ...
 

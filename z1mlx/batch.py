@@ -151,6 +151,8 @@ class Batch:
     `add_sweep`, or the exception that ended a sequence. Use it from one thread.
     """
 
+    one_pass = True  # `add_sweep` answers every budget from one phase 1
+
     def __init__(self, engine, size: int = 8, prompt_cache_size: int = 0):
         if size < 1:
             raise ValueError("a batch holds at least one sequence")
@@ -354,6 +356,8 @@ class ThreadBatch:
     """The `Batch` interface over any backend's own `generate`, one thread per sequence: a
     remote engine's server batches by itself (vLLM, SGLang, mlx_lm.server), so N requests
     in flight are its batch. Sweeps are one run per budget there (`engine.separate_runs`)."""
+
+    one_pass = False  # `add_sweep` is one run per budget
 
     def __init__(self, backend, size: int = 8):
         if size < 1:

@@ -156,3 +156,21 @@ def test_the_demo_suite_on_the_demo_model_rises_with_the_budget(tmp_path):
     assert thinking[0] == 0 and thinking[0] < thinking[1] < thinking[2]
     assert accuracy[0] <= accuracy[1] <= accuracy[2] and accuracy[2] >= accuracy[0] + 0.08, accuracy
     assert "pass@1 against mean thinking tokens" in proc.stderr
+
+
+def test_a_batched_run_equals_the_one_by_one_run(tmp_path):
+    args = ["--data", "demo", "--model", "demo", "--demo-count", "6", "--budgets", "0,8,512", "--answer-tokens", "24"]
+    alone, batched = tmp_path / "alone", tmp_path / "batched"
+    assert z1("eval", *args, "--out", alone).returncode == 0
+    proc = z1("eval", *args, "--batch", "5", "--out", batched, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["models"]["demo"]["one_pass_sweep"] is True
+    got, want = rows_of(batched), rows_of(alone)
+    assert len(got) == 36
+    assert sorted(map(json.dumps, map(comparable, got))) == sorted(map(json.dumps, map(comparable, want)))
+
+    sampled = z1("eval", *args, "--batch", "4", "--samples", "2", "--temp", "0.8", "--out", tmp_path / "s", "--json")
+    assert sampled.returncode == 0, sampled.stderr
+    keys = [(r["task_id"], r["budget"], r["sample"]) for r in rows_of(tmp_path / "s")]
+    assert len(keys) == len(set(keys)) == 72  # every problem x budget x sample once
+    assert json.loads(sampled.stdout)["models"]["demo"]["one_pass_sweep"] is False

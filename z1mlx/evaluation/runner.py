@@ -118,6 +118,35 @@ def _generate(engine, prompt: list[int], window: ShiftedWindow, budgets: list[in
     return separate_runs(engine, prompt, window, budgets, sampling), False  # a remote engine
 
 
+def _generations(engine, jobs: list[tuple], window: ShiftedWindow, budgets: list[int], parallel: int) -> Iterator:
+    """(job, {budget: result}, one_pass) for each (item, sample, prompt, sampling) job, in
+    the order they finish: one by one, or `parallel` at once through the backend's batch
+    (greedy: one sweep per problem; sampled: one sequence per problem x budget)."""
+    if parallel <= 1:
+        for job in jobs:
+            results, swept = _generate(engine, job[2], window, budgets, job[3])
+            yield job, results, swept
+        return
+    from ..batch import generate_all, sweep_all
+
+    batch = engine.batch(parallel)
+    try:
+        if all(job[3].temperature == 0 for job in jobs):
+            sweeps = [(i, job[2], window, budgets) for i, job in enumerate(jobs)]
+            for i, results in sweep_all(batch, sweeps):
+                yield jobs[i], results, batch.one_pass
+            return
+        runs = [(i, b) for i in range(len(jobs)) for b in sorted(set(budgets), reverse=True)]
+        singles = [((i, b), jobs[i][2], replace(window, budget=b), jobs[i][3]) for i, b in runs]
+        collected: dict[int, dict] = {}
+        for (i, budget), result in generate_all(batch, singles):
+            collected.setdefault(i, {})[budget] = result
+            if len(collected[i]) == len(set(budgets)):
+                yield jobs[i], collected.pop(i), False
+    finally:
+        batch.close()
+
+
 def _row(model: str, item: Item, sample: int, result, verdict: Verdict, code: str | None, reasoning, answer) -> dict:
     from ..solve import result_json
 
@@ -138,8 +167,10 @@ def run(
     out: Path,
     done: set[tuple],
     on_progress: Callable[[Progress], None] = lambda p: None,
+    parallel: int = 1,
 ) -> bool:
-    """Evaluate one model; returns whether the sweep ran in one pass per problem."""
+    """Evaluate one model, `parallel` problems at once (a batch; see `Backend.batch`);
+    returns whether the sweep ran in one pass per problem."""
     from ..solve import solution_code
 
     top = max(plan.budgets)
@@ -167,6 +198,7 @@ def run(
                 on_progress(Progress(model, finished, total, passed_top, one_pass))
 
     try:
+        jobs = []
         for item in data.items:
             prompt = engine.chat_prompt(item.messages)
             for sample in range(plan.samples):
@@ -175,24 +207,23 @@ def run(
                 sampling = plan.sampling
                 if plan.samples > 1:
                     sampling = replace(sampling, seed=(sampling.seed or 0) + sample)
-                results, swept = _generate(engine, prompt, window, plan.budgets, sampling)
-                one_pass = one_pass and swept
-                rows, verdicts = [], []
-                for budget in sorted(plan.budgets):
-                    result = results[budget]
-                    reasoning, answer = reasoning_and_answer(
-                        result.thinking_text, result.answer_text, result.window_hit
-                    )
-                    code = None
-                    if item.scoring == "code":
-                        code = solution_code(reasoning, answer, item.entry_points)
-                        verdict: Future | Verdict = workers.submit(score_code, item, code, plan.sandbox)
-                    else:
-                        verdict = score_answer(item, result.text)
-                    rows.append(_row(model, item, sample, result, Verdict(False, "error"), code, reasoning, answer))
-                    verdicts.append(verdict)
-                pending.append((rows, verdicts))
-                flush(block=False)
+                jobs.append((item, sample, prompt, sampling))
+        for (item, sample, _, _), results, swept in _generations(engine, jobs, window, plan.budgets, parallel):
+            one_pass = one_pass and swept
+            rows, verdicts = [], []
+            for budget in sorted(plan.budgets):
+                result = results[budget]
+                reasoning, answer = reasoning_and_answer(result.thinking_text, result.answer_text, result.window_hit)
+                code = None
+                if item.scoring == "code":
+                    code = solution_code(reasoning, answer, item.entry_points)
+                    verdict: Future | Verdict = workers.submit(score_code, item, code, plan.sandbox)
+                else:
+                    verdict = score_answer(item, result.text)
+                rows.append(_row(model, item, sample, result, Verdict(False, "error"), code, reasoning, answer))
+                verdicts.append(verdict)
+            pending.append((rows, verdicts))
+            flush(block=False)
         flush(block=True)
     finally:
         workers.shutdown(wait=True, cancel_futures=True)
