@@ -303,7 +303,7 @@ class Batch:
     def _cache_for(self, prompt: list[int]) -> tuple[list, int]:
         from .engine import nearest_cache
 
-        return nearest_cache(self.engine.model, self.pool, prompt)
+        return nearest_cache(self.engine.make_cache, self.pool, prompt)
 
     def _insert(self, source: BatchTokens, feed: list[int]) -> None:
         (uid,) = self._generator.insert(

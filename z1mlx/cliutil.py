@@ -60,20 +60,38 @@ def add_backend_args(parser: argparse.ArgumentParser, key_flag: str = "--api-key
     parser.add_argument(
         key_flag, dest="backend_api_key", default=None, help=f"bearer token for --backend (or ${BACKEND_KEY_ENV})"
     )
+    parser.add_argument(
+        "--draft-model",
+        default=None,
+        metavar="M",
+        help="speculative decoding: a small model with the same tokenizer proposes tokens, --model verifies "
+        "(any --model form; z1-7b-draft: Qwen2.5-Coder-0.5B-Instruct, demo-draft for demo)",
+    )
+    parser.add_argument(
+        "--num-draft-tokens",
+        type=int,
+        default=None,
+        metavar="K",
+        help="tokens the draft proposes per step (default 3)",
+    )
 
 
 def load_engine(args):
     """The engine a command asked for: local (`--model`, `--adapter`) or remote (`--backend`)."""
+    draft = getattr(args, "draft_model", None)
+    draft_tokens = getattr(args, "num_draft_tokens", None)
     if getattr(args, "backend", None):
         if args.adapter:
             raise Z1Error("--adapter cannot be used with --backend: load the adapter in the remote engine")
+        if draft or draft_tokens is not None:
+            raise Z1Error("--draft-model cannot be used with --backend: give the draft to the remote engine")
         from .remote import RemoteEngine
 
         key = args.backend_api_key or os.environ.get(BACKEND_KEY_ENV) or None
         return RemoteEngine.connect(args.backend, model=args.model, api_key=key)
     from .engine import Engine
 
-    return Engine.load(args.model, adapter=args.adapter)
+    return Engine.load(args.model, adapter=args.adapter, draft_model=draft, num_draft_tokens=draft_tokens)
 
 
 def at_most(parse, limit: int):

@@ -6,6 +6,7 @@ implementation re-sends prompt + partial text + hint. The driver decides everyth
 Front ends (solve, chat, TUI, server) consume the events; none of them touches mlx.
 """
 
+import functools
 import json
 import os
 from collections.abc import Callable, Generator
@@ -28,16 +29,14 @@ class ConversationCache:
     conversation grows.
     """
 
-    def __init__(self, model):
-        self._model = model
+    def __init__(self, make: Callable[[], list]):
+        self._make = make  # a fresh cache: the model's layers (then the draft's, with a draft model)
         self.cache: list = []
         self.tokens: list[int] = []
         self.reset()
 
     def reset(self) -> None:
-        from mlx_lm.models.cache import make_prompt_cache
-
-        self.cache = make_prompt_cache(self._model)
+        self.cache = self._make()
         self.tokens = []
 
     def reuse(self, prompt: list[int]) -> int:
@@ -67,25 +66,25 @@ class PooledConversationCache(ConversationCache):
     alternating conversations each keep their prefix.
     """
 
-    def __init__(self, model, size: int):
+    def __init__(self, make: Callable[[], list], size: int):
         from mlx_lm.models.cache import LRUPromptCache
 
         self._pool = LRUPromptCache(max_size=size)
-        super().__init__(model)
+        super().__init__(make)
 
     def reuse(self, prompt: list[int]) -> int:
         if self.tokens:
             self._pool.insert_cache("model", list(self.tokens), self.cache)
-        self.cache, held = nearest_cache(self._model, self._pool, prompt)
+        self.cache, held = nearest_cache(self._make, self._pool, prompt)
         self.tokens = list(prompt[:held])
         return held
 
 
-def nearest_cache(model, pool, prompt: list[int]) -> tuple[list, int]:
+def nearest_cache(make: Callable[[], list], pool, prompt: list[int]) -> tuple[list, int]:
     """A KV cache to start `prompt` from, and how many of its tokens it holds: a copy of the
     cache in `pool` (mlx-lm's `LRUPromptCache`, or None) sharing the longest prefix, cut to
     leave at least one token to feed; else a fresh cache and 0."""
-    from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+    from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
     cache, held = None, 0
     if pool is not None:
@@ -98,8 +97,33 @@ def nearest_cache(model, pool, prompt: list[int]) -> tuple[list, int]:
             else:
                 cache, held = None, 0
     if cache is None or held == 0:
-        return make_prompt_cache(model), 0
+        return make(), 0
     return cache, held
+
+
+# Tokens the draft proposes per step: mlx_lm.generate's default for --draft-model.
+DEFAULT_DRAFT_TOKENS = 3
+# A length no segment reaches: the driver stops each segment itself (exact counts).
+_UNLIMITED = 1 << 30
+
+
+def _fresh_cache(model, draft) -> list:
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    return cache + make_prompt_cache(draft) if draft is not None else cache
+
+
+def _load(path: Path, adapter: Path | None):
+    try:
+        from mlx_lm import load
+
+        return load(str(path), adapter_path=str(adapter) if adapter else None)[:2]
+    except Z1Error:
+        raise
+    except Exception as err:  # mlx-lm raises many kinds for a damaged directory
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise Z1Error(f"{path}: cannot load model ({type(err).__name__}: {message})") from err
 
 
 def _eos_ids(model_path: Path, tokenizer) -> set[int]:
@@ -128,10 +152,21 @@ class Engine:
         self.name = model_name(self.model_path)
         self.label = label or self.name  # for display: says so when the weights are random
         self.eos_token_ids = _eos_ids(self.model_path, tokenizer)
+        self.draft = None  # a draft model for speculative decoding (`use_draft`)
+        self.draft_name: str | None = None
+        self.num_draft_tokens = DEFAULT_DRAFT_TOKENS
+        self.draft_counts = {"generated": 0, "accepted": 0}  # tokens since load, and those the draft proposed
 
     @classmethod
-    def load(cls, model: str | None = None, adapter: str | Path | None = None) -> "Engine":
-        """Resolve `--model` (see `store.resolve_model`) and load it, with an optional adapter."""
+    def load(
+        cls,
+        model: str | None = None,
+        adapter: str | Path | None = None,
+        draft_model: str | None = None,
+        num_draft_tokens: int | None = None,
+    ) -> "Engine":
+        """Resolve `--model` (see `store.resolve_model`) and load it, with an optional adapter
+        and an optional draft model for speculative decoding."""
         from .store import describe, resolve_model
 
         path = resolve_model(model)
@@ -139,16 +174,34 @@ class Engine:
             adapter = Path(adapter).expanduser()
             if not (adapter / "adapter_config.json").is_file():
                 raise Z1Error(f"{adapter}: not an adapter directory (no adapter_config.json)")
-        try:
-            from mlx_lm import load
+        loaded_model, tokenizer = _load(path, adapter)
+        engine = cls(loaded_model, tokenizer, path, describe(path))
+        if draft_model is not None:
+            draft_path = resolve_model(draft_model)
+            draft, draft_tokenizer = _load(draft_path, None)
+            engine.use_draft(draft, draft_tokenizer, draft_model, num_draft_tokens)
+        elif num_draft_tokens is not None:
+            raise Z1Error("--num-draft-tokens needs --draft-model")
+        return engine
 
-            loaded_model, tokenizer = load(str(path), adapter_path=str(adapter) if adapter else None)[:2]
-        except Z1Error:
-            raise
-        except Exception as err:  # mlx-lm raises many kinds for a damaged directory
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise Z1Error(f"{path}: cannot load model ({type(err).__name__}: {message})") from err
-        return cls(loaded_model, tokenizer, path, describe(path))
+    def use_draft(self, draft, draft_tokenizer, name: str, num_draft_tokens: int | None = None) -> None:
+        """Decode speculatively: `draft` proposes, this model verifies. Refused (one line) when
+        the draft's tokenizer is not this model's: its proposals would be other tokens."""
+        mine, theirs = self.tokenizer.get_vocab(), draft_tokenizer.get_vocab()
+        if mine != theirs:
+            differ = len(set(mine.items()) ^ set(theirs.items()))
+            raise Z1Error(
+                f"--draft-model {name}: its tokenizer does not match {self.name}'s ({differ} token ids differ); "
+                "a draft model must share the model's tokenizer"
+            )
+        k = DEFAULT_DRAFT_TOKENS if num_draft_tokens is None else num_draft_tokens
+        if not 1 <= k <= 64:
+            raise Z1Error(f"--num-draft-tokens: must be between 1 and 64, got {k}")
+        self.draft, self.draft_name, self.num_draft_tokens = draft, name, k
+
+    def make_cache(self) -> list:
+        """A fresh KV cache: the model's layers, then the draft's (mlx-lm's speculative layout)."""
+        return _fresh_cache(self.model, self.draft)
 
     # Prompts
 
@@ -166,7 +219,8 @@ class Engine:
     def new_conversation_cache(self, pool: int = 0) -> ConversationCache:
         """A cache for one conversation; with `pool` > 0, one that keeps up to `pool` earlier
         prompts' caches (mlx-lm's `LRUPromptCache`) and starts each prompt from the nearest."""
-        return PooledConversationCache(self.model, pool) if pool > 0 else ConversationCache(self.model)
+        make = functools.partial(_fresh_cache, self.model, self.draft)
+        return PooledConversationCache(make, pool) if pool > 0 else ConversationCache(make)
 
     # Generation
 
@@ -234,9 +288,13 @@ class Engine:
             raise
 
     def batch(self, size: int, prompt_cache_size: int = 0):
-        """Up to `size` replies at once through mlx-lm's `BatchGenerator` (see `batch.Batch`)."""
-        from .batch import Batch
+        """Up to `size` replies at once through mlx-lm's `BatchGenerator` (see `batch.Batch`).
+        With a draft model, one at a time (`BatchGenerator` does not speculate; neither does
+        mlx_lm.server's batch), each reply speculative."""
+        from .batch import Batch, ThreadBatch
 
+        if self.draft is not None:
+            return ThreadBatch(self, 1)
         return Batch(self, size, prompt_cache_size)
 
     def sweep(
@@ -275,11 +333,15 @@ def separate_runs(backend, prompt: list[int], window: ShiftedWindow, budgets: li
 
 
 class LocalTokens:
-    """`generate_step` over one `ConversationCache`, segment after segment (see `backend.TokenSource`).
+    """`generate_step` over one `ConversationCache`, segment after segment (see `backend.TokenSource`);
+    with a draft model, mlx-lm's `speculative_generate_step` over the model's and the draft's caches.
 
     mlx-lm feeds each token it yields into the cache before yielding it, so after a
     segment the cache holds every token received, an end token included (`drop_end`
-    trims it for think-longer).
+    trims it for think-longer). Speculation accepts several tokens per step, and leaves the
+    model's and the draft's caches at different points; after each segment both are cut back
+    to the tokens the driver took (never past the budget), and what one of them lacks is fed
+    with the next segment (`pending`).
     """
 
     exact_counts = True
@@ -289,7 +351,7 @@ class LocalTokens:
         self.engine = engine
         self.conversation = conversation
         self.sampler, self.processors = engine._sampler_and_processors(sampling)
-        self.pending: list[int] = []  # prompt tokens not yet in the cache
+        self.pending: list[int] = []  # tokens of the context not yet in the cache
 
     def begin(self, prompt: list[int]) -> int:
         import mlx.core as mx
@@ -299,12 +361,43 @@ class LocalTokens:
         self.pending = list(prompt[reused:])
         return reused
 
+    def _steps(self, feed: list[int]) -> Generator[tuple[int, bool], None, None]:
+        """(token, from_draft) pairs after `feed`, from mlx-lm's own generation loop; closing
+        this closes mlx-lm's generator at once (its own cache bookkeeping runs then)."""
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step, speculative_generate_step
+
+        engine, conversation = self.engine, self.conversation
+        processors = engine._with_history(self.processors, conversation.tokens)
+        if engine.draft is None:
+            inner = generate_step(
+                mx.array(feed),
+                engine.model,
+                max_tokens=-1,
+                sampler=self.sampler,
+                logits_processors=processors,
+                prompt_cache=conversation.cache,
+            )
+        else:
+            inner = speculative_generate_step(
+                mx.array(feed),
+                engine.model,
+                engine.draft,
+                num_draft_tokens=engine.num_draft_tokens,
+                max_tokens=_UNLIMITED,  # the driver ends each segment (the budget, exactly)
+                sampler=self.sampler,
+                logits_processors=processors,
+                prompt_cache=conversation.cache,
+            )
+        try:
+            for step in inner:
+                yield int(step[0]), len(step) > 2 and bool(step[2])
+        finally:
+            inner.close()
+
     def stream(
         self, feed_ids: list[int], feed_text: str, limit: int, should_stop: Callable[[int], str | None]
     ) -> Generator[Piece, None, Segment]:
-        import mlx.core as mx
-        from mlx_lm.generate import generate_step
-
         conversation, eos = self.conversation, self.engine.eos_token_ids
         feed = self.pending + list(feed_ids)
         self.pending = []
@@ -314,22 +407,18 @@ class LocalTokens:
 
             trim_prompt_cache(conversation.cache, 1)
             feed = [conversation.tokens.pop()]
-        steps = generate_step(
-            mx.array(feed),
-            self.engine.model,
-            max_tokens=-1,
-            sampler=self.sampler,
-            logits_processors=self.engine._with_history(self.processors, conversation.tokens),
-            prompt_cache=conversation.cache,
-        )
+        steps = self._steps(feed)
         conversation.tokens.extend(feed)
         out: list[int] = []
         detok = self.engine._detokenizer()
         end = "stopped"
+        counts = self.engine.draft_counts
         try:
-            for step, _ in steps:
-                token = int(step)  # mlx-lm yields Python ints already
+            for step, from_draft in steps:
+                token = step
                 conversation.tokens.append(token)
+                counts["generated"] += 1
+                counts["accepted"] += bool(from_draft)
                 if token in eos:
                     end = "stop"
                     break
@@ -340,28 +429,51 @@ class LocalTokens:
                     break
         finally:
             steps.close()
+            if self.engine.draft is not None:
+                self._align()
         detok.finalize()
         if tail := detok.last_segment:
             yield Piece(tail, [], len(out))
         return Segment(end, detok.text, out, len(out))  # type: ignore[arg-type]
 
+    def _align(self) -> None:
+        """Cut the model's and the draft's caches back to the same point, no further than the
+        tokens taken; the tokens either lacks go to `pending`, fed before the next segment."""
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        conversation = self.conversation
+        layers = len(self.engine.model.layers)
+        parts = (conversation.cache[:layers], conversation.cache[layers:])
+        held = min(len(conversation.tokens), *(part[0].offset for part in parts))
+        for part in parts:
+            if part[0].offset > held:
+                trim_prompt_cache(part, part[0].offset - held)
+        self.pending = conversation.tokens[held:] + self.pending
+        del conversation.tokens[held:]
+
     def drop_end(self) -> None:
         from mlx_lm.models.cache import trim_prompt_cache
 
+        if self.pending:  # the end token never reached the cache
+            self.pending.pop()
+            return
         trim_prompt_cache(self.conversation.cache, 1)
         self.conversation.tokens.pop()
 
     def rewind(self, keep: int) -> bool:
-        """Cut the cache back to its first `keep` tokens (a budget sweep); False where it cannot be."""
+        """Cut the context back to its first `keep` tokens (a budget sweep); False where it cannot be."""
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
         conversation = self.conversation
-        held = len(conversation.tokens)
-        if self.pending or keep > held or not can_trim_prompt_cache(conversation.cache):
+        cached = len(conversation.tokens)
+        if not cached or keep > cached + len(self.pending) or not can_trim_prompt_cache(conversation.cache):
             return False
-        if held > keep:
-            trim_prompt_cache(conversation.cache, held - keep)
-            del conversation.tokens[keep:]
+        if keep >= cached:
+            del self.pending[keep - cached :]
+            return True
+        trim_prompt_cache(conversation.cache, cached - keep)
+        del conversation.tokens[keep:]
+        self.pending = []
         return True
 
     def decode(self, ids: list[int]) -> str:

@@ -35,8 +35,11 @@ DEFAULT_MODEL = "z1-7b"
 DEMO = "demo"
 DEMO_LONG = "demo-long"
 DEMO_RANDOM = "demo-random"
+# Z1-7B's draft for speculative decoding: its base family's smallest coder, same tokenizer.
+DRAFT_MODEL = "z1-7b-draft"
+DRAFT_SOURCE = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 SHIPPED = (DEMO, DEMO_LONG)  # micro-Z1 and its twin, inside the package: no build step
-ALIASES = {DEFAULT_MODEL: DEFAULT_SOURCE, DEMO: None, DEMO_LONG: None, DEMO_RANDOM: None}
+ALIASES = {DEFAULT_MODEL: DEFAULT_SOURCE, DRAFT_MODEL: DRAFT_SOURCE, DEMO: None, DEMO_LONG: None, DEMO_RANDOM: None}
 
 
 @dataclass(frozen=True)

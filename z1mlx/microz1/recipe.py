@@ -36,12 +36,18 @@ from . import MODELS
 from .build import MicroSpec, build_fresh_model, check_tokenizer
 from .tasks import LONG_ONLY, MIXED, tokenizer_corpus, write_dataset
 
+DRAFT = "draft"  # the demo's draft for speculative decoding: a far smaller model, the same data
+
 OPENBLAS = Path("/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
-NAMES = {MIXED: "demo", LONG_ONLY: "demo-long"}
+NAMES = {MIXED: "demo", LONG_ONLY: "demo-long", DRAFT: "demo-draft"}
+# The draft: about 0.1M parameters (a few hundred KB), the demo's tokenizer (same vocabulary target).
+DRAFT_SPEC = MicroSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                       intermediate_size=192)  # fmt: skip
 # What the shipped models were trained with (2 cores, no GPU, both runs side by side).
 DEFAULTS = {
     MIXED: {"rows": 32000, "iters": 2600, "seed": 1},
     LONG_ONLY: {"rows": 22000, "iters": 1800, "seed": 2},
+    DRAFT: {"rows": 14400, "iters": 1200, "seed": 3},
 }
 # A later stage (--continue-from) writes its rows from these seeds plus this offset.
 STAGE_SEED_OFFSET = 10
@@ -66,6 +72,10 @@ def child_env(work: Path, threads: int | None) -> dict:
 
 def z1_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "z1mlx", *args]
+
+
+def data_style(style: str) -> str:
+    return MIXED if style == DRAFT else style  # the draft learns the demo's own replies
 
 
 def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size: int, lr: float) -> list[str]:
@@ -112,14 +122,33 @@ def convert(work: Path, style: str, q_bits: int | None, env: dict) -> Path:
     return out
 
 
+def same_vocabulary(model_dir: Path, other: Path) -> None:
+    """A draft must share the demo's tokenizer, id for id (speculative decoding refuses otherwise)."""
+    from tokenizers import Tokenizer
+
+    if not (other / "tokenizer.json").is_file():
+        return  # no shipped demo to match (a fresh checkout building everything)
+    mine = Tokenizer.from_file(str(model_dir / "tokenizer.json")).get_vocab()
+    theirs = Tokenizer.from_file(str(other / "tokenizer.json")).get_vocab()
+    if mine != theirs:
+        raise RuntimeError(f"the draft's tokenizer differs from {other}'s")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m z1mlx.microz1.recipe", description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="working directory (created)")
-    p.add_argument("--style", choices=(MIXED, LONG_ONLY, "both"), default="both")
+    p.add_argument(
+        "--style",
+        choices=(MIXED, LONG_ONLY, "both", DRAFT),
+        default="both",
+        help="both: the demo and its twin (default); draft: the demo's draft model, for --draft-model",
+    )
     p.add_argument("--rows", type=int, help="training rows of the mixed set (default 32000)")
     p.add_argument("--iters", type=int, help="training steps of the mixed model (default 2600)")
     p.add_argument("--twin-rows", type=int, help="training rows of the long-only set (default 22000)")
     p.add_argument("--twin-iters", type=int, help="training steps of the twin (default 1800)")
+    p.add_argument("--draft-rows", type=int, help="training rows of the draft (default 14400)")
+    p.add_argument("--draft-iters", type=int, help="training steps of the draft (default 1200)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--lr", type=float, default=LEARNING_RATE)
     p.add_argument("--q-bits", type=int, default=8, help="bits of the shipped weights; 0 for float32 (default 8)")
@@ -137,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         MIXED: (args.rows or DEFAULTS[MIXED]["rows"], args.iters or DEFAULTS[MIXED]["iters"]),
         LONG_ONLY: (args.twin_rows or DEFAULTS[LONG_ONLY]["rows"], args.twin_iters or DEFAULTS[LONG_ONLY]["iters"]),
+        DRAFT: (args.draft_rows or DEFAULTS[DRAFT]["rows"], args.draft_iters or DEFAULTS[DRAFT]["iters"]),
     }
     started = time.perf_counter()
     bases: dict[str, Path] = {}
@@ -154,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(bases[style], ignore_errors=True)
             shutil.copytree(earlier, bases[style])
             log(f"{NAMES[style]} continues from {earlier}")
+    elif styles == [DRAFT]:
+        log(f"building a fresh draft model in {work / 'base-draft'}")
+        bases[DRAFT] = build_fresh_model(work / "base-draft", DRAFT_SPEC)
+        check_tokenizer(bases[DRAFT], tokenizer_corpus(200, seed=99))
+        same_vocabulary(bases[DRAFT], MODELS / NAMES[MIXED])
     else:
         log(f"building a fresh model in {work / 'base'}")
         base = build_fresh_model(work / "base", MicroSpec())
@@ -162,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     for style in styles:
         rows, _ = sizes[style]
         seed = DEFAULTS[style]["seed"] + seed_offset
-        log(f"writing {rows} {style} rows (seed {seed}) to {work / f'data-{style}'}")
-        write_dataset(work / f"data-{style}", rows, seed=seed, style=style)
+        log(f"writing {rows} {data_style(style)} rows (seed {seed}) to {work / f'data-{style}'}")
+        write_dataset(work / f"data-{style}", rows, seed=seed, style=data_style(style))
     for style in styles:  # a rerun starts these from scratch
         shutil.rmtree(work / f"run-{style}", ignore_errors=True)
         shutil.rmtree(work / "home" / "models" / f"{NAMES[style]}-float32", ignore_errors=True)
