@@ -1,8 +1,9 @@
 """The model store, and what `--model` means.
 
-`--model` accepts, in this order: the aliases `z1-7b`, `demo` (micro-Z1, shipped in the
-package), `demo-long` (its long-only twin) and `demo-random` (random weights with Z1-7B's
-architecture, built into the store on first use), a local directory (an
+`--model` accepts, in this order: the aliases `z1-7b`, `z1-7b-draft` (its draft model for
+`--draft-model`: Qwen2.5-Coder-0.5B-Instruct), `demo` (micro-Z1, shipped in the package),
+`demo-long` (its long-only twin), `demo-draft` (its draft) and `demo-random` (random weights
+with Z1-7B's architecture, built into the store on first use), a local directory (an
 MLX model is used as is; a Hugging Face checkpoint is converted once into the store), a
 model name in the store (see `z1 models`), or a hub id (converted once into the store,
 unless the repository already holds MLX weights).
@@ -35,11 +36,19 @@ DEFAULT_MODEL = "z1-7b"
 DEMO = "demo"
 DEMO_LONG = "demo-long"
 DEMO_RANDOM = "demo-random"
+DEMO_DRAFT = "demo-draft"  # the demo's draft model for --draft-model (speculative decoding)
 # Z1-7B's draft for speculative decoding: its base family's smallest coder, same tokenizer.
 DRAFT_MODEL = "z1-7b-draft"
 DRAFT_SOURCE = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
-SHIPPED = (DEMO, DEMO_LONG)  # micro-Z1 and its twin, inside the package: no build step
-ALIASES = {DEFAULT_MODEL: DEFAULT_SOURCE, DRAFT_MODEL: DRAFT_SOURCE, DEMO: None, DEMO_LONG: None, DEMO_RANDOM: None}
+SHIPPED = (DEMO, DEMO_LONG, DEMO_DRAFT)  # micro-Z1, its twin and its draft, inside the package: no build step
+ALIASES = {
+    DEFAULT_MODEL: DEFAULT_SOURCE,
+    DRAFT_MODEL: DRAFT_SOURCE,
+    DEMO: None,
+    DEMO_LONG: None,
+    DEMO_DRAFT: None,
+    DEMO_RANDOM: None,
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ def is_mlx_model(path: Path) -> bool:
 
 
 def shipped_model(name: str) -> Path:
-    """micro-Z1 (`demo`) or its long-only twin (`demo-long`), as shipped in the package."""
+    """micro-Z1 (`demo`), its long-only twin (`demo-long`) or its draft (`demo-draft`), as shipped."""
     from .microz1 import shipped_dir
 
     path = shipped_dir(name)
@@ -113,7 +122,7 @@ def shipped_model(name: str) -> Path:
 
 
 def demo_model(spec: str) -> Path | None:
-    """The directory of a demo alias (`demo`, `demo-long`, `demo-random`); None for anything else."""
+    """The directory of a demo alias (`demo`, `demo-long`, `demo-draft`, `demo-random`); None otherwise."""
     if spec in SHIPPED:
         return shipped_model(spec)
     if spec == DEMO_RANDOM:

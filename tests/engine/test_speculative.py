@@ -146,3 +146,21 @@ def test_solve_json_is_the_same_with_a_draft(tiny_model, draft_model, tmp_path):
     got = json.loads(drafted.stdout)
     for key in ("thinking_token_ids", "hint_token_ids", "answer_token_ids", "reasoning", "answer", "window_hit"):
         assert got[key] == plain[key], key
+
+
+@pytest.mark.slow
+def test_serve_with_a_draft_gives_the_same_reply(engine, tiny_model, draft_model, prompts, session_home):
+    import httpx
+
+    from helpers import serve
+
+    messages = [{"role": "user", "content": "Problem 4: add numbers 28"}]
+    want = result_of(engine, engine.chat_prompt(messages), ShiftedWindow(budget=9, answer_tokens=5))
+    assert want.window_hit and want.answer_token_ids
+    with serve(tiny_model, "--draft-model", draft_model, env={"Z1MLX_HOME": str(session_home)}) as (url, _):
+        body = {"messages": messages, "thinking_budget": 9, "max_tokens": 5, "return_token_ids": True}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
+        health = httpx.get(f"{url}/health").json()
+    assert reply["choices"][0]["message"]["reasoning_content"] == want.thinking_text
+    assert reply["z1"]["answer_token_ids"] == want.answer_token_ids
+    assert health["parallel"] == 8

@@ -34,7 +34,8 @@ def micro_label(path: Path) -> str | None:
         return None
     millions = parameter_count(config) / 1e6
     style = config["micro_z1"].get("style", "mixed")
-    kind = "long-only twin, every reply a long trace" if style == "long-only" else "short or step-by-step replies"
+    kinds = {"long-only": "long-only twin, every reply a long trace", "draft": "the demo's draft for --draft-model"}
+    kind = kinds.get(style, "short or step-by-step replies")
     measured = ""
     try:
         figures = json.loads((MODELS / "figures.json").read_text())["models"][Path(path).name]
