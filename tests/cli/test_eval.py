@@ -137,6 +137,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path):
         (("--data", "demo", "--budgets", "8,x"), "--budgets: expected whole numbers"),
         (("--data", "demo", "--budgets", "-1"), "--budgets: expected whole numbers"),
         (("--data", tmp_path / "missing.jsonl"), "no such file or directory"),
+        (("--budgets", "8"), "--data is required"),
+        (("--compare", empty_dir), f"{empty_dir}/summary.json: cannot read it"),
     ]
     for args, message in cases:
         proc = z1("eval", *args, "--out", out)
@@ -168,6 +170,14 @@ def test_a_batched_run_equals_the_one_by_one_run(tmp_path):
     got, want = rows_of(batched), rows_of(alone)
     assert len(got) == 36
     assert sorted(map(json.dumps, map(comparable, got))) == sorted(map(json.dumps, map(comparable, want)))
+    compared = z1("eval", "--compare", alone, batched, "--json")
+    assert compared.returncode == 0, compared.stderr
+    curves = json.loads(compared.stdout)["models"]
+    assert sorted(curves) == ["alone:demo", "batched:demo"]
+    assert [b["pass@1"] for b in curves["alone:demo"]["budgets"]] == [
+        b["pass@1"] for b in curves["batched:demo"]["budgets"]
+    ]
+    assert "* alone:demo  o batched:demo" in compared.stderr
 
     sampled = z1("eval", *args, "--batch", "4", "--samples", "2", "--temp", "0.8", "--out", tmp_path / "s", "--json")
     assert sampled.returncode == 0, sampled.stderr

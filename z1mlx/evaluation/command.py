@@ -30,6 +30,8 @@ examples:
                                    eight problems at once in one batch (mlx-lm's BatchGenerator)
   z1 eval --data humaneval --backend http://127.0.0.1:8000/v1 --parallel 16
                                    a remote engine (vLLM, SGLang), sixteen requests in flight
+  z1 eval --compare runs/z1 runs/r1-distill
+                                   earlier runs overlaid: one table, one plot
   z1 eval --data math.jsonl --format answer --budgets 512,1024 --out runs/math --resume
                                    continue an interrupted run where it stopped
 
@@ -62,7 +64,14 @@ def build_parser() -> ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, help="a JSONL file (or .jsonl.gz), a directory, humaneval or demo")
+    parser.add_argument("--data", help="a JSONL file (or .jsonl.gz), a directory, humaneval or demo")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="no model: the table and plot of earlier runs' --out directories, overlaid",
+    )
     parser.add_argument("--format", default="auto", help="auto, humaneval, mbpp, answer, problems or demo")
     parser.add_argument("--budgets", type=budgets_arg, default=[0, 256, 512, 1024, 2048], help="e.g. 0,256,512")
     parser.add_argument("--model", action="append", default=None, help="a model to evaluate (repeat for several)")
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import data as datasets
 
+    if args.compare:
+        return compare(args)
+    if not args.data:
+        raise Z1Error("--data is required (a JSONL file, a directory, humaneval or demo), or --compare DIR ...")
     if args.answer_tokens < 1:
         raise Z1Error("--answer-tokens: must be at least 1")
     if args.limit is not None and args.limit < 1:
@@ -116,6 +129,31 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(args.samples, Path):
         return score_given(args, data, sandbox)
     return evaluate(args, data, sandbox)
+
+
+def compare(args) -> int:
+    """Earlier runs side by side: one table, one plot, a curve per run x model."""
+    from .report import merge, plot, table
+    from .runner import SUMMARY
+
+    runs = []
+    for out in args.compare:
+        path = out / SUMMARY
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise Z1Error(f"{path}: cannot read it ({err.strerror}); is {out} a z1 eval --out directory?") from err
+        except ValueError as err:
+            raise Z1Error(f"{path}: not a z1 eval summary (damaged JSON)") from err
+        if not isinstance(summary, dict) or not isinstance(summary.get("models"), dict):
+            raise Z1Error(f"{path}: not a z1 eval summary (no models)")
+        runs.append((out.name or str(out), summary))
+    merged = merge(runs)
+    print(table(merged), file=sys.stderr)
+    print(plot(merged), file=sys.stderr)
+    if args.json:
+        print(json.dumps(merged))
+    return 0
 
 
 def score_given(args, data, sandbox: str) -> int:

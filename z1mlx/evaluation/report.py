@@ -49,3 +49,13 @@ def plot(summary: dict, width: int = 60, height: int = 14) -> str:
     lines.append(f"      0{'mean thinking tokens'.center(width - 2 - len(f'{x_max:.0f}'))}{x_max:.0f}")
     legend = "  ".join(f"{MARKS[i % len(MARKS)]} {m}" for i, m in enumerate(summary["models"]))
     return "\n".join(["pass@1 against mean thinking tokens (a point per budget)", *lines, "      " + legend])
+
+
+def merge(runs: list[tuple[str, dict]]) -> dict:
+    """Summaries of earlier runs (`--compare`) as one, each model named `RUN:MODEL` where the
+    runs are several (a run's name: its directory's)."""
+    merged: dict = {"models": {}}
+    for name, summary in runs:
+        for model, entry in summary.get("models", {}).items():
+            merged["models"][f"{name}:{model}" if len(runs) > 1 else model] = entry
+    return merged
