@@ -65,14 +65,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from z1mlx.engine import Engine
+    from z1mlx.microz1.evaluate import messages_for
     from z1mlx.microz1.tasks import fresh_programs
-    from z1mlx.prompts import solve_messages
     from z1mlx.window import ShiftedWindow
 
     plain = Engine.load(args.model)
     spec = Engine.load(args.model, draft_model=args.draft, num_draft_tokens=args.num_draft_tokens)
     programs = fresh_programs("hard", args.count, seed=11)
-    prompts = [plain.chat_prompt(solve_messages(p.text(), "program.py")) for p in programs]
+    prompts = [plain.chat_prompt(messages_for(p)) for p in programs]  # as `z1 solve` renders a .py file
     window = ShiftedWindow(budget=args.budget, answer_tokens=32)
     z1_run(plain, prompts[:2], window)  # warm up
     z1_run(spec, prompts[:2], window)

@@ -37,6 +37,29 @@ def test_demo_loads_from_the_package_with_no_build_and_says_what_it_is(isolated_
     assert not (isolated_home / "models" / "demo").exists()  # nothing was built into the store
 
 
+def test_the_demo_draft_changes_no_token_and_proposes_most(isolated_home):
+    path = store.resolve_model("demo-draft")
+    assert path == MODELS / "demo-draft" and (path / "model.safetensors").stat().st_size < 500_000
+    assert "the demo's draft for --draft-model" in store.describe(path)
+    for budget in ("8", "512"):
+        args = ["solve", EXAMPLE, "--model", "demo", "--budget", budget, "--json"]
+        plain = json.loads(z1(*args).stdout)
+        drafted = z1(*args, "--draft-model", "demo-draft")
+        assert drafted.returncode == 0, drafted.stderr
+        got = json.loads(drafted.stdout)
+        for key in ("thinking_token_ids", "answer_token_ids", "reasoning", "answer", "window_hit"):
+            assert got[key] == plain[key], (budget, key)
+    from z1mlx.engine import Engine
+
+    engine = Engine.load("demo", draft_model="demo-draft")
+    prompts = [
+        engine.chat_prompt(tasks.solve_messages(p.text(), "program.py")) for p in tasks.fresh_programs("hard", 5, 3)
+    ]
+    for prompt in prompts:
+        list(engine.generate(prompt))
+    assert engine.draft_counts["accepted"] >= 0.4 * engine.draft_counts["generated"]  # measured: 65%
+
+
 def test_solve_shows_a_trace_and_a_final_sentence(demo):
     proc = z1("solve", EXAMPLE, "--model", "demo", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -38,3 +38,37 @@ def test_the_recipe_trains_both_models_through_z1_finetune_and_converts_them(tmp
         assert config["quantization"]["bits"] == 8 and config["micro_z1"]["style"] == style
         assert "micro-Z1" in micro_label(out)
     assert (work / "data-mixed" / "train.jsonl").read_text().count("\n") == 96
+
+
+@pytest.mark.slow
+def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
+    first = tmp_path / "first"
+    run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0"]
+    common = {"capture_output": True, "text": True, "timeout": 900}
+    proc = subprocess.run(run + ["--work", str(first), "--style", "mixed", "--rows", "48", "--iters", "2"], **common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    later = tmp_path / "later"
+    stage = ["--work", str(later), "--style", "mixed", "--continue-from", str(first), "--rows", "48", "--iters", "2"]
+    proc = subprocess.run(run + stage, **common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import mlx.core as mx
+
+    before = mx.load(str(first / "home" / "models" / "demo-float32" / "model.safetensors"))
+    start = mx.load(str(later / "init-demo" / "model.safetensors"))
+    after = mx.load(str(later / "home" / "models" / "demo-float32" / "model.safetensors"))
+    key = "model.layers.0.mlp.up_proj.weight"
+    assert np.array_equal(np.array(before[key]), np.array(start[key]))  # it went on from the earlier weights
+    assert not np.allclose(np.array(after[key]), np.array(start[key]))
+    first_rows = (first / "data-mixed" / "train.jsonl").read_text()
+    assert first_rows != (later / "data-mixed" / "train.jsonl").read_text()  # other seeds
+    assert "continues from" in proc.stderr
+
+    draft = tmp_path / "draft"
+    proc = subprocess.run(
+        run + ["--work", str(draft), "--style", "draft", "--draft-rows", "48", "--draft-iters", "2"], **common
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((draft / "out" / "demo-draft" / "config.json").read_text())
+    assert config["micro_z1"]["style"] == "draft" and config["hidden_size"] == 64
+    missing = subprocess.run(run + ["--work", str(tmp_path / "x"), "--continue-from", str(tmp_path / "none")], **common)
+    assert missing.returncode == 2 and "holds no trained model" in missing.stderr
