@@ -79,6 +79,7 @@ CORE = [
     "z1mlx.window",
     "z1mlx.events",
     "z1mlx.backend",
+    "z1mlx.batch",
     "z1mlx.engine",
     "z1mlx.remote",
     "z1mlx.store",

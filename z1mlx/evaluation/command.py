@@ -189,7 +189,7 @@ def evaluate(args, data, sandbox: str) -> int:
     for model in models:
         engine = load_engine(argparse.Namespace(**{**vars(args), "model": model}))
         started = time.perf_counter()
-        with _progress(model, len(data.items) * plan.samples) as report:
+        with _progress(model, len(data.items) * plan.samples, plan.budgets) as report:
             one_pass[model] = run(engine, model, data, plan, out, done, report, parallel=args.batch)
         wall[model] = time.perf_counter() - started
         if not one_pass[model]:
@@ -205,30 +205,52 @@ def evaluate(args, data, sandbox: str) -> int:
 
 
 class _progress:
-    """A progress line on stderr: problems done, accuracy at the largest budget, time left."""
+    """Progress on stderr: a rich bar on a terminal (problems, budgets, running accuracy at the
+    largest budget, ETA), a plain line every 10 s otherwise (logs, CI, pipes)."""
 
-    def __init__(self, model: str, total: int):
+    def __init__(self, model: str, total: int, budgets: list[int] | None = None, console=None):
         self.model, self.total, self.started = model, total, time.perf_counter()
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        self.budgets = budgets or []
+        self.last = self.started  # a plain line every 10 s, and the last one
+        self._bar = None
+        if console is not None or sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn(f"[bold]{model}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[line]}"),
+                TimeRemainingColumn(),
+                console=console or Console(stderr=True),
+            )
+            self._task = self._bar.add_task(model, total=total, line=self._budgets_text())
+
+    def _budgets_text(self) -> str:
+        return f"budgets {','.join(map(str, self.budgets))}" if self.budgets else ""
 
     def __enter__(self):
+        if self._bar:
+            self._bar.__enter__()
         return self
 
     def __call__(self, p) -> None:
+        accuracy = (
+            f"accuracy at budget {max(self.budgets) if self.budgets else 'top'} {p.passed_at_top / max(1, p.done):.1%}"
+        )
+        if self._bar:
+            self._bar.update(self._task, completed=p.done, line=f"{self._budgets_text()} · {accuracy}")
+            return
         now = time.perf_counter()
-        if not self.tty and p.done < p.total and now - self.last < 10:
+        if p.done < p.total and now - self.last < 10:
             return
         self.last = now
         rate = (now - self.started) / max(1, p.done)
         left = rate * (p.total - p.done)
-        line = (
-            f"[z1] {self.model}: {p.done}/{p.total} · accuracy at the top budget {p.passed_at_top / max(1, p.done):.1%}"
-            f" · {left:.0f}s left"
-        )
-        sys.stderr.write(("\r\033[K" + line) if self.tty else line + "\n")
-        sys.stderr.flush()
+        print(f"[z1] {self.model}: {p.done}/{p.total} · {accuracy} · {left:.0f}s left", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
+        if self._bar:
+            self._bar.__exit__(*exc)
