@@ -12,6 +12,11 @@ from .errors import Z1Error
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temporary file and a rename; errors are one line."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file and a rename; errors are one line."""
     path = Path(path)
     if path.is_dir():
         raise Z1Error(f"{path} is a directory")
@@ -21,8 +26,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     except OSError as err:
         raise Z1Error(describe_os_error(err, path)) from err
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         # mkstemp makes 0600 files; keep an existing file's mode, else the usual one.

@@ -170,7 +170,9 @@ def test_a_batched_run_equals_the_one_by_one_run(tmp_path):
     got, want = rows_of(batched), rows_of(alone)
     assert len(got) == 36
     assert sorted(map(json.dumps, map(comparable, got))) == sorted(map(json.dumps, map(comparable, want)))
-    compared = z1("eval", "--compare", alone, batched, "--json")
+    assert (batched / "curve.png").read_bytes().startswith(b"\x89PNG")
+    assert b"mean thinking tokens" in (batched / "curve.svg").read_bytes()
+    compared = z1("eval", "--compare", alone, batched, "--json", "--out", tmp_path / "both")
     assert compared.returncode == 0, compared.stderr
     curves = json.loads(compared.stdout)["models"]
     assert sorted(curves) == ["alone:demo", "batched:demo"]
@@ -178,6 +180,7 @@ def test_a_batched_run_equals_the_one_by_one_run(tmp_path):
         b["pass@1"] for b in curves["batched:demo"]["budgets"]
     ]
     assert "* alone:demo  o batched:demo" in compared.stderr
+    assert b"batched:demo" in (tmp_path / "both" / "curve.svg").read_bytes()
 
     sampled = z1("eval", *args, "--batch", "4", "--samples", "2", "--temp", "0.8", "--out", tmp_path / "s", "--json")
     assert sampled.returncode == 0, sampled.stderr

@@ -70,7 +70,7 @@ def build_parser() -> ArgumentParser:
         nargs="+",
         type=Path,
         metavar="DIR",
-        help="no model: the table and plot of earlier runs' --out directories, overlaid",
+        help="no model: the table and plot of earlier runs' --out directories, overlaid (PNG/SVG into --out)",
     )
     parser.add_argument("--format", default="auto", help="auto, humaneval, mbpp, answer, problems or demo")
     parser.add_argument("--budgets", type=budgets_arg, default=[0, 256, 512, 1024, 2048], help="e.g. 0,256,512")
@@ -151,6 +151,8 @@ def compare(args) -> int:
     merged = merge(runs)
     print(table(merged), file=sys.stderr)
     print(plot(merged), file=sys.stderr)
+    if args.out:
+        figures(merged, args.out)
     if args.json:
         print(json.dumps(merged))
     return 0
@@ -199,9 +201,20 @@ def evaluate(args, data, sandbox: str) -> int:
 
     print(table(summary), file=sys.stderr)
     print(plot(summary), file=sys.stderr)
+    figures(summary, out)
     if args.json:
         print(json.dumps(summary))
     return 0
+
+
+def figures(summary: dict, out: Path) -> None:
+    from .report import write_figures
+
+    written = write_figures(summary, out)
+    if written is None:
+        print("[z1] PNG/SVG plots need matplotlib: pip install 'z1-mlx[plot]'", file=sys.stderr)
+    else:
+        print(f"[z1] plot: {' '.join(map(str, written))}", file=sys.stderr)
 
 
 class _progress:

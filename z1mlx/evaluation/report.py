@@ -1,5 +1,8 @@
 """The summary as people read it: a table, and accuracy against mean thinking tokens as a text plot."""
 
+import io
+from pathlib import Path
+
 MARKS = "*o+x#@%&"
 
 
@@ -59,3 +62,41 @@ def merge(runs: list[tuple[str, dict]]) -> dict:
         for model, entry in summary.get("models", {}).items():
             merged["models"][f"{name}:{model}" if len(runs) > 1 else model] = entry
     return merged
+
+
+def write_figures(summary: dict, out: Path) -> list[Path] | None:
+    """`curve.png` and `curve.svg` in `out`: pass@1 against mean thinking tokens, a curve per
+    model and a labelled point per budget (matplotlib, the `plot` extra). None without it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from ..fsutil import atomic_write_bytes
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for model, entry in summary["models"].items():
+        points = sorted((b["mean_thinking_tokens"], b["pass@1"], b["budget"]) for b in entry["budgets"])
+        if not points:
+            continue
+        xs, ys, budgets = zip(*points)
+        axes.plot(xs, [y * 100 for y in ys], marker="o", label=model)
+        for x, y, budget in points:
+            axes.annotate(str(budget), (x, y * 100), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    axes.set_xlabel("mean thinking tokens")
+    axes.set_ylabel("pass@1 (%)")
+    axes.set_title("accuracy against thinking tokens (a point per budget)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    written = []
+    for suffix in ("png", "svg"):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=suffix)
+        path = out / f"curve.{suffix}"
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    plt.close(figure)
+    return written
