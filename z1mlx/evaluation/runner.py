@@ -215,7 +215,7 @@ def run(
                 result = results[budget]
                 reasoning, answer = reasoning_and_answer(result.thinking_text, result.answer_text, result.window_hit)
                 code = None
-                if item.scoring == "code":
+                if item.scoring in ("code", "stdio"):
                     code = solution_code(reasoning, answer, item.entry_points)
                     verdict: Future | Verdict = workers.submit(score_code, item, code, plan.sandbox)
                 else:

@@ -88,6 +88,13 @@ def score_code(item: Item, code: str | None, sandbox: str = "auto") -> Verdict:
     """Run `code` against the problem's own tests in the sandbox."""
     if code is None:
         return Verdict(False, "failed", "no code block in the reply")
+    if item.scoring == "stdio":
+        import json
+
+        from ..checks.stdio import run_stdio
+
+        verdict = run_stdio(code, json.loads(item.tests), sandbox=sandbox)
+        return Verdict(verdict.passed, verdict.outcome, verdict.detail)
     from ..checks.check import run_check
 
     result = run_check(code, item.tests, sandbox=sandbox)
