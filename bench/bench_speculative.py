@@ -6,9 +6,10 @@ For fresh HARD programs (the demo thinks step by step, so there is something to 
 - z1, draft: the same with `--draft-model demo-draft` (checked: the same tokens);
 - mlx-lm, no draft / draft: `mlx_lm.stream_generate` on the same prompt, as many tokens as z1
   generated, with and without `draft_model`.
-Prints decode tokens/s (mlx-lm's own measure: generated tokens after the first over the time
-after the first), the draft's acceptance rate, and z1's speculative speed as a ratio of
-mlx-lm's (goal >= 0.97x). A second z1 row applies a budget that cuts the traces (the shift
+Prints decode tokens/s as each reports it (z1: tokens after the first over the decode time;
+mlx-lm: its own `generation_tps`), the draft's acceptance rate, and the ratio that decides:
+the wall time of whole replies for the same tokens, z1 and mlx-lm alternating (goal >= 0.97x).
+A second z1 row applies a budget that cuts the traces (the shift
 with speculation on). On this CPU a model this small is bound by per-step overhead, so the
 draft's own steps cost nearly what the model's do: the speedup itself shows on Apple silicon
 with a 7B model and a 0.5B draft.
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--num-draft-tokens", type=int, default=3)
     parser.add_argument("--budget", type=int, default=512, help="a window that covers the traces")
     parser.add_argument("--cut-budget", type=int, default=24, help="a window that cuts them")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds for the ratio")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -102,6 +104,18 @@ def main(argv=None) -> int:
         plain.model, plain.tokenizer, prompts, counts, spec.draft, args.num_draft_tokens
     )
     mlx_accept = mlx_accepted / max(1, sum(counts))
+
+    # The ratio that decides: whole replies (prefill, decode, the window's bookkeeping) for the
+    # same tokens, z1 and mlx-lm alternating so drifts in the machine's speed hit both.
+    ratios = []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        z1_run(spec, prompts, window)
+        z1_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mlx_lm_run(plain.model, plain.tokenizer, prompts, counts, spec.draft, args.num_draft_tokens)
+        ratios.append((time.perf_counter() - t0) / z1_s)
+    wall_ratio = sorted(ratios)[len(ratios) // 2]
     elapsed = time.perf_counter() - started
 
     report = {
@@ -110,7 +124,9 @@ def main(argv=None) -> int:
         "z1": {"plain_tps": base_tps, "draft_tps": spec_tps, "acceptance": z1_accept, "same_tokens": same},
         "z1_cut": {"plain_tps": cut_base_tps, "draft_tps": cut_tps, "same_tokens": cut_same},
         "mlx_lm": {"plain_tps": mlx_tps, "draft_tps": mlx_spec_tps, "acceptance": mlx_accept},
-        "ratio_vs_mlx_lm_speculative": spec_tps / mlx_spec_tps if mlx_spec_tps else 0.0,
+        "decode_ratio_vs_mlx_lm_speculative": spec_tps / mlx_spec_tps if mlx_spec_tps else 0.0,
+        "wall_ratio_vs_mlx_lm_speculative": wall_ratio,
+        "wall_ratios": ratios,
         "elapsed_s": elapsed,
     }
     print(
@@ -131,7 +147,14 @@ def main(argv=None) -> int:
         f"  mlx-lm draft      {mlx_spec_tps:8.1f} tokens/s · {mlx_spec_tps / mlx_tps:.2f}x"
         f" · acceptance {mlx_accept:.0%}"
     )
-    print(f"  z1 draft / mlx-lm draft: {report['ratio_vs_mlx_lm_speculative']:.2f}x (goal >= 0.97x)")
+    print(
+        "  z1 draft / mlx-lm draft, decode tokens/s as each reports it: "
+        f"{report['decode_ratio_vs_mlx_lm_speculative']:.2f}x"
+    )
+    print(
+        f"  z1 draft / mlx-lm draft, whole replies, same tokens (median of {args.rounds} alternating rounds):"
+        f" {wall_ratio:.3f}x (goal >= 0.97x)"
+    )
     if args.json:
         print(json.dumps(report))
     return 0 if same == args.count and cut_same == args.count else 1
