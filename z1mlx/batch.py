@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import WAITING, Piece, Segment
+from .engine import UNLIMITED, nearest_cache, peak_memory_gb, separate_runs
 from .events import WAIT, Done, GenerationResult, Sampling
 from .window import ShiftedWindow, WindowControl, drive, sweep_steps
-
-# A length no segment reaches: the driver stops each segment itself (exact counts).
-_UNLIMITED = 1 << 30
 
 
 class BatchTokens:
@@ -117,16 +115,10 @@ class BatchTokens:
         return True
 
     def decode(self, ids: list[int]) -> str:
-        detok = self.batch.engine._detokenizer()
-        for token in ids:
-            detok.add_token(token)
-        detok.finalize()
-        return detok.text
+        return self.batch.engine.decode_segment(ids)
 
     def peak_memory_gb(self) -> float:
-        import mlx.core as mx
-
-        return mx.get_peak_memory() / 1e9
+        return peak_memory_gb()
 
 
 @dataclass(eq=False)
@@ -173,7 +165,7 @@ class Batch:
 
         return BatchGenerator(
             self.engine.model,
-            max_tokens=_UNLIMITED,
+            max_tokens=UNLIMITED,
             stop_tokens=[[token] for token in sorted(self.engine.eos_token_ids)],
             completion_batch_size=self.size,
             prefill_batch_size=min(self.size, 8),
@@ -294,21 +286,17 @@ class Batch:
         self._live.clear()
         self._in_generator.clear()
         self._generator.close()
-        self._generator = self._new_generator()
-        if self.pool is not None:
-            self.pool = type(self.pool)(max_size=self.pool.max_size)
+        self._generator = self._new_generator()  # the pool's caches are copies: they stay good
 
     # The generator's side of a `BatchTokens`
 
     def _cache_for(self, prompt: list[int]) -> tuple[list, int]:
-        from .engine import nearest_cache
-
         return nearest_cache(self.engine.make_cache, self.pool, prompt)
 
     def _insert(self, source: BatchTokens, feed: list[int]) -> None:
         (uid,) = self._generator.insert(
             [feed],
-            max_tokens=[_UNLIMITED],
+            max_tokens=[UNLIMITED],
             caches=[source.cache],
             all_tokens=[list(source.tokens)],
             samplers=[source.sampler],
@@ -383,8 +371,6 @@ class ThreadBatch:
         )
 
     def add_sweep(self, prompt: list[int], window: ShiftedWindow, budgets: list[int], key: Any = None) -> Sequence:
-        from .engine import separate_runs
-
         def results():
             by_budget = separate_runs(self.backend, prompt, window, budgets, Sampling())
             return [by_budget[b] for b in sorted(by_budget, reverse=True)]

@@ -104,7 +104,7 @@ def nearest_cache(make: Callable[[], list], pool, prompt: list[int]) -> tuple[li
 # Tokens the draft proposes per step: mlx_lm.generate's default for --draft-model.
 DEFAULT_DRAFT_TOKENS = 3
 # A length no segment reaches: the driver stops each segment itself (exact counts).
-_UNLIMITED = 1 << 30
+UNLIMITED = 1 << 30
 
 
 def _fresh_cache(model, draft) -> list:
@@ -230,6 +230,14 @@ class Engine:
         if hasattr(detok, "_maybe_trim_space"):
             detok._maybe_trim_space = lambda text: text
         return detok
+
+    def decode_segment(self, ids: list[int]) -> str:
+        """The text a segment of exactly these tokens streams (the detokenizer's, leading space kept)."""
+        detok = self._detokenizer()
+        for token in ids:
+            detok.add_token(token)
+        detok.finalize()
+        return detok.text
 
     def _sampler_and_processors(self, sampling: Sampling):
         import mlx.core as mx
@@ -384,7 +392,7 @@ class LocalTokens:
                 engine.model,
                 engine.draft,
                 num_draft_tokens=engine.num_draft_tokens,
-                max_tokens=_UNLIMITED,  # the driver ends each segment (the budget, exactly)
+                max_tokens=UNLIMITED,  # the driver ends each segment (the budget, exactly)
                 sampler=self.sampler,
                 logits_processors=processors,
                 prompt_cache=conversation.cache,
@@ -477,13 +485,13 @@ class LocalTokens:
         return True
 
     def decode(self, ids: list[int]) -> str:
-        detok = self.engine._detokenizer()
-        for token in ids:
-            detok.add_token(token)
-        detok.finalize()
-        return detok.text
+        return self.engine.decode_segment(ids)
 
     def peak_memory_gb(self) -> float:
-        import mlx.core as mx
+        return peak_memory_gb()
 
-        return mx.get_peak_memory() / 1e9
+
+def peak_memory_gb() -> float:
+    import mlx.core as mx
+
+    return mx.get_peak_memory() / 1e9
