@@ -62,6 +62,14 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     first_rows = (first / "data-mixed" / "train.jsonl").read_text()
     assert first_rows != (later / "data-mixed" / "train.jsonl").read_text()  # other seeds
     assert "continues from" in proc.stderr
+    third = tmp_path / "third"
+    stage = ["--work", str(third), "--style", "mixed", "--continue-from", str(later), "--stage", "3"]
+    proc = subprocess.run(run + stage + ["--rows", "48", "--iters", "2"], **common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    third_rows = (third / "data-mixed" / "train.jsonl").read_text()
+    assert third_rows not in (first_rows, (later / "data-mixed" / "train.jsonl").read_text())  # its own seeds
+    wrong = subprocess.run(run + ["--work", str(third), "--continue-from", str(later), "--stage", "1"], **common)
+    assert wrong.returncode == 2 and "--stage 1: a later stage is 2 or more" in wrong.stderr
 
     draft = tmp_path / "draft"
     proc = subprocess.run(

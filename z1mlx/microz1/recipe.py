@@ -4,6 +4,7 @@
     python -m z1mlx.microz1.recipe --work /tmp/mz --rows 200 --iters 4 --twin-iters 4   # a smoke run
     python -m z1mlx.microz1.recipe --work build/mz2 --continue-from build/microz1 \
         --rows 43200 --iters 3600 --twin-rows 24000 --twin-iters 2000 --lr 3e-4         # stage 2
+    python -m z1mlx.microz1.recipe --work build/mz3 --continue-from build/mz2 --stage 3 ...  # stage 3
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
@@ -49,7 +50,7 @@ DEFAULTS = {
     LONG_ONLY: {"rows": 22000, "iters": 1800, "seed": 2},
     DRAFT: {"rows": 14400, "iters": 1200, "seed": 3},
 }
-# A later stage (--continue-from) writes its rows from these seeds plus this offset.
+# A later stage (--continue-from, --stage N) writes its rows from these seeds plus 10 x (N - 1).
 STAGE_SEED_OFFSET = 10
 BATCH_SIZE = 12
 # Measured: at 2e-3 the loss on the looked-up values stayed flat (the model guessed, ~5%); at 5e-4 the
@@ -159,7 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="WORK",
         help="a later stage: train on fresh rows (other seeds) from the float32 models an earlier run left in WORK",
     )
+    p.add_argument(
+        "--stage",
+        type=int,
+        default=2,
+        help="with --continue-from: which stage this is (2, 3, ...); each stage's rows come from its own seeds",
+    )
     args = p.parse_args(argv)
+    if args.stage < 2:
+        p.error(f"--stage {args.stage}: a later stage is 2 or more (the first stage has no --continue-from)")
 
     work = args.work.absolute()
     styles = [MIXED, LONG_ONLY] if args.style == "both" else [args.style]
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.continue_from:
         # Each model goes on from its own earlier weights, copied so the store names them apart
         # from the models this stage fuses; the rows come from seeds the earlier stage never used.
-        seed_offset = STAGE_SEED_OFFSET
+        seed_offset = STAGE_SEED_OFFSET * (args.stage - 1)
         for style in styles:
             earlier = args.continue_from.absolute() / "home" / "models" / f"{NAMES[style]}-float32"
             if not (earlier / "config.json").is_file():
