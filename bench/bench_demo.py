@@ -7,7 +7,9 @@ accuracy at a budget that covers the full trace, mean thinking tokens, HARD accu
 against the budget (0, 8, 16, 32, 64, full) with the share of shifted replies that still
 gave a number, and the twin's thinking tokens over the mixed easy+hard set as a ratio to
 the mixed model's (the paper's "same accuracy with ~30% of the thinking tokens", at micro
-scale). Every figure is set against its goal. `--write` stores the figures next to the
+scale). Every figure is set against its goal. Wrong replies are broken down by where they first
+left the trained reply: a program line copied wrong, a variable's value looked up wrong, a
+sum or difference wrong, or other. `--write` stores the figures next to the
 shipped models (`z1mlx/microz1/models/figures.json`), which the tests check the shipped
 models against.
 """
@@ -43,8 +45,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     for name in ("demo", "demo-long"):
         engine = Engine.load(name)
-        easy = evaluate(engine, "easy", args.count, (FULL_BUDGET,), seed=args.seed)[0]
-        hard = evaluate(engine, "hard", args.count, BUDGETS, seed=args.seed)
+        recheck = name == "demo-long"  # the twin's replies are diagnosed against its own style
+        easy = evaluate(engine, "easy", args.count, (FULL_BUDGET,), seed=args.seed, recheck=recheck)[0]
+        hard = evaluate(engine, "hard", args.count, BUDGETS, seed=args.seed, recheck=recheck)
         figures["models"][name] = {"easy": easy.as_dict(), "hard": [s.as_dict() for s in hard]}
     elapsed = time.perf_counter() - started
 
@@ -100,6 +103,11 @@ def main(argv=None) -> int:
             )
         easy = figures["models"][name]["easy"]
         print(f"  EASY: {easy['accuracy']:.1%} ({easy['mean_thinking_tokens']:.1f} tokens)")
+        for kind, row in (("EASY", easy), ("HARD", figures["models"][name]["hard"][-1])):
+            errors = row["errors"]
+            if sum(errors.values()):
+                where = ", ".join(f"{k} {v}" for k, v in errors.items() if v)
+                print(f"  {kind} wrong replies by where they first went wrong: {where}")
     rising = [r["accuracy"] for r in mixed["hard"]]
     print(f"HARD accuracy rises with the budget: {all(b >= a - 0.02 for a, b in zip(rising, rising[1:]))}")
     if args.write:

@@ -115,8 +115,12 @@ def test_the_recorded_figures_hold(name):
     engine = Engine.load(name)
     recorded = FIGURES["models"][name]
     count = 40
-    easy = evaluate(engine, "easy", count, (FULL_BUDGET,), seed=101)[0]
-    hard = evaluate(engine, "hard", count, (FULL_BUDGET,), seed=101)[0]
+    recheck = name == "demo-long"
+    easy = evaluate(engine, "easy", count, (FULL_BUDGET,), seed=101, recheck=recheck)[0]
+    hard = evaluate(engine, "hard", count, (FULL_BUDGET,), seed=101, recheck=recheck)[0]
+    for summary in (easy, hard):  # every wrong reply is diagnosed (none is cut at the full budget)
+        assert summary.window_hits == 0
+        assert sum(summary.errors.values()) == count - round(summary.accuracy * count)
     assert easy.accuracy >= recorded["easy"]["accuracy"] - MARGIN
     assert hard.accuracy >= recorded["hard"][-1]["accuracy"] - MARGIN
     if name == "demo":  # short when easy, long when hard

@@ -84,3 +84,36 @@ def test_evaluation_programs_are_not_training_programs(tmp_path):
     trained = {json.loads(line)["question"] for line in (tmp_path / "d" / "train.jsonl").read_text().splitlines()}
     fresh = tasks.fresh_programs(tasks.HARD, 200, 0)
     assert not any(tasks.question(p, r) in trained for p in fresh for r in tasks.RENDERINGS)
+
+
+def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
+    line = tasks.Line
+    program = tasks.Program(
+        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)), "d", tasks.HARD
+    )
+    right = tasks.long_reply(program)
+    assert right == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nd = b - 2 = 7 - 2 = 5\nSo it prints d = 5."
+    cases = {
+        right: None,
+        right.replace("b = a + 3 = 4", "b = a + 3 = 9"): tasks.LOOKUP,  # took c's value for a's
+        right.replace("= 7 - 2 = 5", "= 17 - 2 = 15"): tasks.LOOKUP,
+        right.replace("b = a + 3", "b = c + 3", 1): tasks.COPY,
+        right.replace("c = 9", "c = 8"): tasks.COPY,
+        right.replace("= 4 + 3", "= 4 - 3"): tasks.COPY,
+        right.replace("= 4 + 3 = 7", "= 4 + 3 = 8"): tasks.ARITHMETIC,
+        right.replace("So it prints d = 5", "So it prints d = 6"): tasks.LOOKUP,
+        right.replace("So it prints d", "So it prints b"): tasks.COPY,
+        right + "\nmore": tasks.OTHER,
+        right[:10]: tasks.OTHER,
+        tasks.long_reply(program, recheck=True): tasks.OTHER,  # the twin's style from the mixed model
+    }
+    for reply, where in cases.items():
+        assert tasks.first_error(program, reply) == where, reply
+    assert tasks.first_error(program, tasks.long_reply(program, recheck=True), recheck=True) is None
+    easy = tasks.Program((line("m", None, "", 8), line("q", "m", "-", 8)), "q", tasks.EASY)
+    assert tasks.short_reply(easy) == "It prints q = m - 8 = 8 - 8 = 0."
+    assert tasks.first_error(easy, "It prints m = 8.") == tasks.COPY  # the other line
+    assert tasks.first_error(easy, "It prints q = m - 8 = 9 - 8 = 1.") == tasks.LOOKUP
+    assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 1.") == tasks.ARITHMETIC
+    assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 0.") is None
+    assert tasks.first_error(easy, "m = 8\nq = m - 8 = 8 - 8 = 0\nSo it prints q = 0.") == tasks.OTHER

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from ..prompts import solve_messages
 from ..window import ShiftedWindow
-from .tasks import Program, fresh_programs, last_number
+from .tasks import ERRORS, Program, first_error, fresh_programs, last_number
 
 FULL_BUDGET = 512  # covers the longest trace of either model
 ANSWER_TOKENS = 24
@@ -24,6 +24,7 @@ class Outcome:
     window_hit: bool
     answered: bool  # the reply holds a number (after the hint, when the window shifted)
     trace: bool  # more than one line of phase-1 text: a step-by-step trace
+    error: str | None = None  # a wrong reply that ended inside its window: where it first went wrong
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Summary:
     window_hits: int
     answered_after_hint: float | None  # share of shifted replies that gave a number
     traces: float  # share of replies with a multi-line trace
+    errors: dict[str, int]  # wrong replies that ended inside the window, by where they first went wrong
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +49,7 @@ def messages_for(program: Program, rendering: str = "solve") -> list[dict]:
     return [{"role": "user", "content": program.text().rstrip("\n")}]
 
 
-def run_one(engine, program: Program, budget: int, rendering: str = "solve") -> Outcome:
+def run_one(engine, program: Program, budget: int, rendering: str = "solve", recheck: bool = False) -> Outcome:
     from ..events import Done
 
     window = ShiftedWindow(budget=budget, answer_tokens=ANSWER_TOKENS)
@@ -56,18 +58,20 @@ def run_one(engine, program: Program, budget: int, rendering: str = "solve") -> 
         if isinstance(event, Done):
             result = event.result
     assert result is not None
-    return outcome_of(result, program)
+    return outcome_of(result, program, recheck)
 
 
-def outcome_of(result, program: Program) -> Outcome:
+def outcome_of(result, program: Program, recheck: bool = False) -> Outcome:
     number = last_number(result.text)
     answered = last_number(result.answer_text) is not None if result.window_hit else number is not None
+    correct = number == program.answer()
     return Outcome(
-        correct=number == program.answer(),
+        correct=correct,
         thinking_tokens=result.thinking_tokens,
         window_hit=result.window_hit,
         answered=answered,
         trace=result.thinking_text.strip().count("\n") >= 1,
+        error=first_error(program, result.text, recheck) if not correct and not result.window_hit else None,
     )
 
 
@@ -82,17 +86,21 @@ def summarize(kind: str, budget: int, outcomes: list[Outcome]) -> Summary:
         window_hits=len(shifted),
         answered_after_hint=sum(o.answered for o in shifted) / len(shifted) if shifted else None,
         traces=sum(o.trace for o in outcomes) / len(outcomes),
+        errors={kind: sum(o.error == kind for o in outcomes) for kind in ERRORS},
     )
 
 
-def evaluate(engine, kind: str, count: int, budgets=(FULL_BUDGET,), seed: int = 0, rendering: str = "solve"):
+def evaluate(
+    engine, kind: str, count: int, budgets=(FULL_BUDGET,), seed: int = 0, rendering: str = "solve", recheck=False
+):
     """One `Summary` per budget, on `count` fresh programs of `kind`; every budget of a program
-    comes from one phase 1 (`Engine.sweep`), each equal to a separate run with that budget."""
+    comes from one phase 1 (`Engine.sweep`), each equal to a separate run with that budget.
+    `recheck`: the model is the long-only twin (its wrong replies are diagnosed against its style)."""
     programs = fresh_programs(kind, count, seed)
     window = ShiftedWindow(budget=max(budgets), answer_tokens=ANSWER_TOKENS)
     outcomes: dict[int, list[Outcome]] = {b: [] for b in budgets}
     for program in programs:
         results, _ = engine.sweep(engine.chat_prompt(messages_for(program, rendering)), window, list(budgets))
         for budget in budgets:
-            outcomes[budget].append(outcome_of(results[budget], program))
+            outcomes[budget].append(outcome_of(results[budget], program, recheck))
     return [summarize(kind, b, outcomes[b]) for b in budgets]

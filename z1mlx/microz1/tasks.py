@@ -246,6 +246,59 @@ def last_number(text: str) -> int | None:
     return int(found[-1]) if found else None
 
 
+COPY, LOOKUP, ARITHMETIC, OTHER = "copy", "lookup", "arithmetic", "other"
+ERRORS = (COPY, LOOKUP, ARITHMETIC, OTHER)
+_SENTENCE = re.compile(r"^(So it prints |It prints )")
+
+
+def expected_reply(program: Program, recheck: bool = False) -> str:
+    """The reply a model trained on this style gives: the twin (`recheck`) traces every problem."""
+    if program.kind == EASY and not recheck:
+        return short_reply(program)
+    return long_reply(program, recheck=recheck)
+
+
+def first_error(program: Program, reply: str, recheck: bool = False) -> str | None:
+    """Where a reply first leaves the one it was trained to give, or None when it does not.
+
+    `copy`: a program line copied wrong, or the wrong line taken (the target, its expression,
+    which variable is printed); `lookup`: a variable's value fetched wrong (the first number
+    after the expression, or the printed value in the final sentence); `arithmetic`: a
+    line's sum or difference wrong; `other`: anything else (wording, length, the re-check).
+    """
+    expected = expected_reply(program, recheck)
+    reply = reply.strip()
+    if reply == expected:
+        return None
+    at = next((i for i, (a, b) in enumerate(zip(reply, expected)) if a != b), None)
+    if at is None:  # one is the other's start: the reply ended early, or went on past the end
+        return OTHER
+    start = expected.rfind("\n", 0, at) + 1
+    end = expected.find("\n", at)
+    line = expected[start : end if end >= 0 else len(expected)]
+    column = at - start
+    sentence = _SENTENCE.match(line)
+    if sentence:
+        if column < sentence.end():
+            return OTHER
+        line, column = line[sentence.end() :], column - sentence.end()
+        if sentence.group(1) == "So it prints ":  # `x = V.`: which variable, then its value
+            return COPY if column < line.index(" = ") + 3 else LOOKUP
+    parts = line.rstrip(".").split(" = ")  # target, expression, looked-up values, result
+    if len(parts) < 2 or column >= len(line.rstrip(".")):
+        return OTHER
+    edges = [0]
+    for part in parts:
+        edges.append(edges[-1] + len(part) + 3)
+    index = next(i for i in range(len(parts)) if column < edges[i + 1] - (3 if i == len(parts) - 1 else 0))
+    if index <= 1:
+        return COPY
+    if index == 2 and len(parts) == 4:
+        number = parts[2].split(" ")[0]
+        return LOOKUP if column - edges[2] <= len(number) else COPY
+    return ARITHMETIC
+
+
 def tokenizer_corpus(rows: int = 4000, seed: int = 7) -> list[str]:
     """Text the tokenizer is trained on: both renderings, every reply style, the chat frame."""
     from ..convert.demo import DEFAULT_SYSTEM
