@@ -89,7 +89,9 @@ def test_evaluation_programs_are_not_training_programs(tmp_path):
 def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
     line = tasks.Line
     program = tasks.Program(
-        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)), "d", tasks.HARD
+        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)),
+        "d",
+        tasks.HARD,
     )
     right = tasks.long_reply(program)
     assert right == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nd = b - 2 = 7 - 2 = 5\nSo it prints d = 5."
