@@ -1,8 +1,8 @@
-r = 3
-o = r - 1
-n = o + 9
-g = n + 8
-y = 1
-v = g - 7
-w = v + 4
-print(w)
+v = 19
+e = 2
+a = v - 3
+u = 10
+y = a - 7
+r = y + 4
+l = r + 3
+print(l)

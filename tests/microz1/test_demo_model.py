@@ -1,6 +1,8 @@
 """The shipped micro-Z1 models: offline, labelled, and as accurate as their recorded figures."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,7 +68,10 @@ def test_solve_shows_a_trace_and_a_final_sentence(demo):
     out = json.loads(proc.stdout)
     assert not out["window_hit"] and out["finish_reason"] == "stop"
     lines = (out["reasoning"] + out["answer"]).strip().splitlines()
-    assert len(lines) >= 4 and lines[-1].startswith("So it prints ") and tasks.last_number(lines[-1]) is not None
+    assert len(lines) >= 4 and lines[-1].startswith("So it prints ")
+    # The README's quickstart shows this reply: its answer is the one Python prints.
+    printed = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True, check=True).stdout
+    assert tasks.last_number(lines[-1]) == int(printed)
     assert out["thinking_tokens"] == len(out["thinking_token_ids"]) > 30
     # The tokens are mlx-lm's own greedy tokens for the same prompt.
     assert out["thinking_token_ids"] == greedy_reference(demo, out["prompt_token_ids"], 400)
