@@ -182,6 +182,13 @@ def long_reply(program: Program, recheck: bool = False) -> str:
     return "\n".join(parts)
 
 
+def expected_reply(program: Program, recheck: bool = False) -> str:
+    """The reply a model trained on this style gives: the twin (`recheck`) traces every problem."""
+    if program.kind == EASY and not recheck:
+        return short_reply(program)
+    return long_reply(program, recheck=recheck)
+
+
 def cut_reply(program: Program, rng: random.Random, recheck: bool = False) -> str:
     """A trace cut at a random word boundary, the hint, then the answer sentence."""
     lines = trace_lines(program)
@@ -207,12 +214,10 @@ def make_row(rng: random.Random, style: str, easy_share: float) -> dict:
     kind = EASY if rng.random() < easy_share else HARD
     program = make_program(rng, kind)
     recheck = style == LONG_ONLY
-    if style == MIXED and kind == EASY:
-        response = short_reply(program)
-    elif rng.random() < CUT_SHARE and (kind == HARD or style == LONG_ONLY):
+    if (kind == HARD or recheck) and rng.random() < CUT_SHARE:  # every long trace may be cut
         response = cut_reply(program, rng, recheck=recheck)
     else:
-        response = long_reply(program, recheck=recheck)
+        response = expected_reply(program, recheck)
     return {"question": question(program, rng.choice(RENDERINGS)), "response": response}
 
 
@@ -251,13 +256,6 @@ ERRORS = (COPY, LOOKUP, ARITHMETIC, OTHER)
 _SENTENCE = re.compile(r"^(So it prints |It prints )")
 
 
-def expected_reply(program: Program, recheck: bool = False) -> str:
-    """The reply a model trained on this style gives: the twin (`recheck`) traces every problem."""
-    if program.kind == EASY and not recheck:
-        return short_reply(program)
-    return long_reply(program, recheck=recheck)
-
-
 def first_error(program: Program, reply: str, recheck: bool = False) -> str | None:
     """Where a reply first leaves the one it was trained to give, or None when it does not.
 
@@ -283,19 +281,16 @@ def first_error(program: Program, reply: str, recheck: bool = False) -> str | No
             return OTHER
         line, column = line[sentence.end() :], column - sentence.end()
         if sentence.group(1) == "So it prints ":  # `x = V.`: which variable, then its value
-            return COPY if column < line.index(" = ") + 3 else LOOKUP
-    parts = line.rstrip(".").split(" = ")  # target, expression, looked-up values, result
-    if len(parts) < 2 or column >= len(line.rstrip(".")):
+            return COPY if " = " not in line[:column] else LOOKUP
+    body = line.rstrip(".")
+    parts = body.split(" = ")  # target, expression, looked-up values, result
+    if len(parts) < 2 or column >= len(body):
         return OTHER
-    edges = [0]
-    for part in parts:
-        edges.append(edges[-1] + len(part) + 3)
-    index = next(i for i in range(len(parts)) if column < edges[i + 1] - (3 if i == len(parts) - 1 else 0))
-    if index <= 1:
+    before = body[:column].split(" = ")  # the parts up to where the reply left it
+    if len(before) <= 2:
         return COPY
-    if index == 2 and len(parts) == 4:
-        number = parts[2].split(" ")[0]
-        return LOOKUP if column - edges[2] <= len(number) else COPY
+    if len(before) == 3 and len(parts) == 4:  # in `4 + 3`: the looked-up value, then the copied rest
+        return LOOKUP if len(before[2]) <= len(parts[2].split(" ")[0]) else COPY
     return ARITHMETIC
 
 

@@ -64,7 +64,7 @@ class Scheduler:
         self._waiting: set[Job] = set()
         self._running: set[Job] = set()
         self._closed = False
-        self._peak = 0  # the most generations one batch step has held
+        self._peak = 0  # the most generations running at once
         self._thread = threading.Thread(target=self._work, name="z1-generate", daemon=True)
         self._thread.start()
 
@@ -104,7 +104,6 @@ class Scheduler:
                     stopping = True
                     break
                 self._admit(batch, job)
-            self._peak = max(self._peak, len(batch))
             try:
                 items = batch.step()
             except Exception as err:  # the batch itself failed: every request in it gets a 500
@@ -126,6 +125,8 @@ class Scheduler:
         with self._lock:
             self._waiting.discard(job)
             self._running.add(job)
+            # Counted as it joins, before its generation can start (a remote batch starts it at once).
+            self._peak = max(self._peak, len(self._running))
         try:
             batch.add(job.prompt, job.window, job.sampling, job.control, key=job)
         except Exception as err:
