@@ -64,8 +64,17 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     assert "continues from" in proc.stderr
     third = tmp_path / "third"
     stage = ["--work", str(third), "--style", "mixed", "--continue-from", str(later), "--stage", "3"]
-    proc = subprocess.run(run + stage + ["--rows", "48", "--iters", "2"], **common)
+    proc = subprocess.run(run + stage + ["--rows", "48", "--iters", "2", "--grow-layers", "5"], **common)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "grown from 4 to 5 layers" in proc.stderr
+    grown = json.loads((third / "home" / "models" / "demo-float32" / "config.json").read_text())
+    assert grown["num_hidden_layers"] == 5
+    fused = mx.load(str(third / "home" / "models" / "demo-float32" / "model.safetensors"))
+    assert np.any(np.array(fused["model.layers.4.mlp.down_proj.weight"]))  # the new layer trained
+    shallower = subprocess.run(run + stage + ["--grow-layers", "3"], **common)
+    assert shallower.returncode == 2 and "already has 4 layers" in shallower.stderr
+    alone = subprocess.run(run + ["--work", str(tmp_path / "y"), "--grow-layers", "6"], **common)
+    assert alone.returncode == 2 and "--grow-layers: grows a trained model, so it needs --continue-from" in alone.stderr
     third_rows = (third / "data-mixed" / "train.jsonl").read_text()
     assert third_rows not in (first_rows, (later / "data-mixed" / "train.jsonl").read_text())  # its own seeds
     wrong = subprocess.run(run + ["--work", str(third), "--continue-from", str(later), "--stage", "1"], **common)

@@ -119,3 +119,39 @@ def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
     assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 1.") == tasks.ARITHMETIC
     assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 0.") is None
     assert tasks.first_error(easy, "m = 8\nq = m - 8 = 8 - 8 = 0\nSo it prints q = 0.") == tasks.OTHER
+
+
+def test_a_cut_row_has_the_ids_the_window_gives_the_model():
+    """The window appends the hint's own ids to what the model wrote; a cut training row must
+    tokenize to exactly that: the trace's first ids, then the hint's, then the answer's."""
+    from mlx_lm.utils import load_tokenizer
+
+    from z1mlx.microz1 import MODELS
+
+    tokenizer = load_tokenizer(MODELS / "demo")
+
+    def encode(text):
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    hint = encode(HINT)
+    rng = random.Random(11)
+    for _ in range(300):
+        program = tasks.hard_program(rng)
+        recheck = rng.random() < 0.5
+        row = tasks.cut_reply(program, rng, recheck)
+        trace, answer = row.split(HINT)
+        start = encode(trace)
+        assert encode(tasks.long_reply(program, recheck))[: len(start)] == start, row
+        assert encode(row) == start + hint + encode(answer), row
+
+
+def test_the_recipe_builds_the_shipped_tokenizer_id_for_id():
+    """Every stage trains on the first stage's tokenizer; a fresh recipe run must build it again."""
+    from tokenizers import Tokenizer
+
+    from z1mlx.microz1 import MODELS
+    from z1mlx.microz1.build import build_tokenizer
+
+    for name in ("demo", "demo-long", "demo-draft"):
+        shipped = Tokenizer.from_file(str(MODELS / name / "tokenizer.json")).get_vocab()
+        assert build_tokenizer(512).get_vocab() == shipped, name

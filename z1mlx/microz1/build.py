@@ -10,6 +10,7 @@ weights are a seeded random initialisation in Hugging Face layout, ready for
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 from ..convert.demo import SPECIAL_TOKENS, _tokenizer_files, qwen2_config
 from .tasks import tokenizer_corpus
@@ -112,6 +113,68 @@ def build_fresh_model(out: Path, spec: MicroSpec = MicroSpec()) -> Path:
         json.dumps({"eos_token_id": [config["eos_token_id"]], "do_sample": False}, indent=2)
     )
     _tokenizer_files(out, tokenizer)
+    return out
+
+
+def grown_layers(old: int, new: int) -> list[int | None]:
+    """Where each layer of a deeper model comes from: an old layer's index, or None for a new
+    one, spread evenly (4 -> 6: old 0, 1, new, old 2, 3, new)."""
+    if new < old:
+        raise ValueError(f"cannot grow {old} layers into {new}")
+    added = new - old
+    plan: list[int | None] = []
+    for index in range(old):
+        plan.append(index)
+        # After old layer `index`, as many new ones as bring the count to its even share.
+        while len(plan) - (index + 1) < added * (index + 1) // old:
+            plan.append(None)
+    return plan
+
+
+def grow_model(source: Path, out: Path, layers: int, seed: int = 0) -> Path:
+    """A trained model made deeper without changing what it computes: its layers are kept and
+    new ones spread among them, each with its output projections (attention `o_proj`, MLP
+    `down_proj`) at zero, so a new layer adds nothing to the residual stream until training
+    moves them. The rest of a new layer is mlx's own random initialisation (seeded).
+
+    This is how micro-Z1 gained depth after its fourth stage: the 4-layer model's lookups had
+    stopped improving, and growing keeps the hours it had trained."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import qwen2
+
+    source, out = Path(source), Path(out)
+    config = json.loads((source / "config.json").read_text())
+    old = config["num_hidden_layers"]
+    plan = grown_layers(old, layers)
+    weights = cast("dict[str, mx.array]", mx.load(str(source / "model.safetensors")))
+    grown_config = {**config, "num_hidden_layers": layers}
+    grown_config["micro_z1"] = {**config.get("micro_z1", {}), "num_hidden_layers": layers, "grown_from": old}
+    mx.random.seed(seed)
+    fresh = dict(tree_flatten(qwen2.Model(qwen2.ModelArgs.from_dict(grown_config)).parameters()))
+    grown = {name: value for name, value in weights.items() if not name.startswith("model.layers.")}
+    for index, origin in enumerate(plan):
+        prefix = f"model.layers.{index}."
+        if origin is None:
+            for name, value in fresh.items():
+                if name.startswith(prefix):
+                    zero = name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight"))
+                    grown[name] = mx.zeros_like(value) if zero else value
+        else:
+            old_prefix = f"model.layers.{origin}."
+            for name, value in weights.items():
+                if name.startswith(old_prefix):
+                    grown[prefix + name[len(old_prefix) :]] = value
+    missing = set(fresh) - set(grown)
+    if missing:
+        raise RuntimeError(f"growing {source}: no weights for {sorted(missing)[:3]}")
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = ("config.json", "model.safetensors.index.json", "z1mlx.json")
+    for path in source.iterdir():  # the tokenizer, its chat template, the generation settings
+        if path.suffix in (".json", ".jinja") and path.name not in skipped:
+            (out / path.name).write_bytes(path.read_bytes())
+    mx.save_safetensors(str(out / "model.safetensors"), grown, metadata={"format": "mlx"})
+    (out / "config.json").write_text(json.dumps(grown_config, indent=2))
     return out
 
 

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from . import MODELS
-from .build import MicroSpec, build_fresh_model, check_tokenizer
+from .build import MicroSpec, build_fresh_model, check_tokenizer, grow_model
 from .tasks import LONG_ONLY, MIXED, tokenizer_corpus, write_dataset
 
 DRAFT = "draft"  # the demo's draft for speculative decoding: a far smaller model, the same data
@@ -46,8 +46,8 @@ DRAFT_SPEC = MicroSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=
                        intermediate_size=192)  # fmt: skip
 # What the shipped models were trained with (2 cores, no GPU, both runs side by side).
 DEFAULTS = {
-    MIXED: {"rows": 32000, "iters": 2600, "seed": 1},
-    LONG_ONLY: {"rows": 22000, "iters": 1800, "seed": 2},
+    MIXED: {"rows": 84000, "iters": 7000, "seed": 1},
+    LONG_ONLY: {"rows": 50400, "iters": 4200, "seed": 2},
     DRAFT: {"rows": 14400, "iters": 1200, "seed": 3},
 }
 # A later stage (--continue-from, --stage N) writes its rows from these seeds plus 10 x (N - 1).
@@ -166,9 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="with --continue-from: which stage this is (2, 3, ...); each stage's rows come from its own seeds",
     )
+    p.add_argument(
+        "--grow-layers",
+        type=int,
+        metavar="N",
+        help="with --continue-from: make each model N layers deep first (new layers start as the identity)",
+    )
     args = p.parse_args(argv)
     if args.stage < 2:
         p.error(f"--stage {args.stage}: a later stage is 2 or more (the first stage has no --continue-from)")
+    if args.grow_layers is not None and not args.continue_from:
+        p.error("--grow-layers: grows a trained model, so it needs --continue-from WORK")
 
     work = args.work.absolute()
     styles = [MIXED, LONG_ONLY] if args.style == "both" else [args.style]
@@ -191,8 +199,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             bases[style] = work / f"init-{NAMES[style]}"
             shutil.rmtree(bases[style], ignore_errors=True)
-            shutil.copytree(earlier, bases[style])
-            log(f"{NAMES[style]} continues from {earlier}")
+            if args.grow_layers is None:
+                shutil.copytree(earlier, bases[style])
+                log(f"{NAMES[style]} continues from {earlier}")
+                continue
+            depth = json.loads((earlier / "config.json").read_text())["num_hidden_layers"]
+            if args.grow_layers < depth:
+                log(f"--grow-layers {args.grow_layers}: {earlier} already has {depth} layers")
+                return 2
+            grow_model(earlier, bases[style], args.grow_layers, seed=args.stage)
+            log(f"{NAMES[style]} continues from {earlier}, grown from {depth} to {args.grow_layers} layers")
     elif styles == [DRAFT]:
         log(f"building a fresh draft model in {work / 'base-draft'}")
         bases[DRAFT] = build_fresh_model(work / "base-draft", DRAFT_SPEC)
