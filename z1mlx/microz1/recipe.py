@@ -46,8 +46,8 @@ DRAFT_SPEC = MicroSpec(hidden_size=64, num_hidden_layers=2, num_attention_heads=
                        intermediate_size=192)  # fmt: skip
 # What the shipped models were trained with (2 cores, no GPU, both runs side by side).
 DEFAULTS = {
-    MIXED: {"rows": 84000, "iters": 7000, "seed": 1},
-    LONG_ONLY: {"rows": 50400, "iters": 4200, "seed": 2},
+    MIXED: {"rows": 32000, "iters": 2600, "seed": 1},
+    LONG_ONLY: {"rows": 22000, "iters": 1800, "seed": 2},
     DRAFT: {"rows": 14400, "iters": 1200, "seed": 3},
 }
 # A later stage (--continue-from, --stage N) writes its rows from these seeds plus 10 x (N - 1).
