@@ -79,6 +79,9 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     assert third_rows not in (first_rows, (later / "data-mixed" / "train.jsonl").read_text())  # its own seeds
     wrong = subprocess.run(run + ["--work", str(third), "--continue-from", str(later), "--stage", "1"], **common)
     assert wrong.returncode == 2 and "--stage 1: a later stage is 2 or more" in wrong.stderr
+    share = subprocess.run(run + ["--work", str(tmp_path / "z"), "--spread-share", "1.5"], **common)
+    assert share.returncode == 2 and "--spread-share 1.5: a share is between 0 and 1" in share.stderr
+    assert not (tmp_path / "z").exists()
 
     draft = tmp_path / "draft"
     proc = subprocess.run(

@@ -155,3 +155,60 @@ def test_the_recipe_builds_the_shipped_tokenizer_id_for_id():
     for name in ("demo", "demo-long", "demo-draft"):
         shipped = Tokenizer.from_file(str(MODELS / name / "tokenizer.json")).get_vocab()
         assert build_tokenizer(512).get_vocab() == shipped, name
+
+
+def chain_lookup_distances(program: tasks.Program) -> list[int]:
+    """How many lines back each chain line's looked-up variable was assigned."""
+    at = {line.target: index for index, line in enumerate(program.lines)}
+    chain = set(program.chain())
+    return [
+        index - at[line.source]
+        for index, line in enumerate(program.lines)
+        if line.source is not None and line.target in chain
+    ]
+
+
+def program_of(question: str) -> tasks.Program:
+    """The program a training row's question holds, in either rendering."""
+    body = question.split("```python\n")[-1].split("\n```")[0]
+    *assignments, printed = body.strip().split("\n")
+    lines = []
+    for text in assignments:
+        target, expression = text.split(" = ")
+        parts = expression.split(" ")
+        lines.append(tasks.Line(target, None, "", int(parts[0])) if len(parts) == 1 else
+                     tasks.Line(target, parts[0], parts[1], int(parts[2])))  # fmt: skip
+    kind = tasks.EASY if len(lines) <= 2 else tasks.HARD
+    return tasks.Program(tuple(lines), printed[len("print(") : -1], kind)
+
+
+def test_the_spread_layout_is_the_same_family_with_every_chain_lookup_past_the_line_above():
+    rng = random.Random(11)
+    plain = [d for _ in range(500) for d in chain_lookup_distances(tasks.hard_program(rng))]
+    assert plain.count(1) / len(plain) > 0.6  # the evaluation's layout: mostly the line just above
+    for _ in range(400):
+        program = tasks.hard_program(rng, spread=True)
+        assert run_python(program.text()) == f"{program.answer()}\n"
+        assert all(0 <= v <= tasks.MAX_VALUE for v in program.values().values())
+        assert 5 <= len(program.lines) <= 8 and 3 <= len(program.chain()) <= 4
+        assert min(chain_lookup_distances(program)) >= 2
+
+
+def test_spread_rows_are_training_rows_only_and_a_zero_share_changes_no_row(tmp_path):
+    tasks.write_dataset(tmp_path / "plain", 300, seed=4)
+    tasks.write_dataset(tmp_path / "zero", 300, seed=4, spread_share=0.0)
+    tasks.write_dataset(tmp_path / "spread", 300, seed=4, spread_share=1.0)
+    for split in ("train", "valid"):
+        assert (tmp_path / "plain" / f"{split}.jsonl").read_text() == (tmp_path / "zero" / f"{split}.jsonl").read_text()
+
+    def hard_distances(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        programs = [program_of(row["question"]) for row in rows]
+        for row, program in zip(rows, programs):
+            assert tasks.last_number(row["response"]) == program.answer()
+        return [chain_lookup_distances(p) for p in programs if p.kind == tasks.HARD]
+
+    spread = hard_distances(tmp_path / "spread" / "train.jsonl")
+    assert len(spread) > 150 and all(min(d) >= 2 for d in spread)
+    valid = hard_distances(tmp_path / "spread" / "valid.jsonl")  # validation keeps the evaluation's layout
+    assert any(min(d) == 1 for d in valid)

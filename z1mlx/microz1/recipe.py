@@ -172,7 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="with --continue-from: make each model N layers deep first (new layers start as the identity)",
     )
+    p.add_argument(
+        "--spread-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of the HARD training rows laid out with more lines between the chain's lines, so more "
+        "lookups reach past the line above (default 0: the evaluation's layout)",
+    )
     args = p.parse_args(argv)
+    if not 0.0 <= args.spread_share <= 1.0:
+        p.error(f"--spread-share {args.spread_share}: a share is between 0 and 1")
     if args.stage < 2:
         p.error(f"--stage {args.stage}: a later stage is 2 or more (the first stage has no --continue-from)")
     if args.grow_layers is not None and not args.continue_from:
@@ -223,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, _ = sizes[style]
         seed = DEFAULTS[style]["seed"] + seed_offset
         log(f"writing {rows} {data_style(style)} rows (seed {seed}) to {work / f'data-{style}'}")
-        write_dataset(work / f"data-{style}", rows, seed=seed, style=data_style(style))
+        write_dataset(work / f"data-{style}", rows, seed=seed, style=data_style(style), spread_share=args.spread_share)
     for style in styles:  # a rerun starts these from scratch
         shutil.rmtree(work / f"run-{style}", ignore_errors=True)
         shutil.rmtree(work / "home" / "models" / f"{NAMES[style]}-float32", ignore_errors=True)

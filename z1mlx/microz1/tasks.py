@@ -118,14 +118,25 @@ def easy_program(rng: random.Random) -> Program:
     return Program(tuple(lines), printed, EASY)
 
 
-def hard_program(rng: random.Random) -> Program:
-    """4-8 lines; the printed variable's chain has 3-6 lines; at least one line does not matter."""
-    chain_length = rng.randint(3, 6)
-    total = rng.randint(max(4, chain_length + 1), 8)
+def hard_program(rng: random.Random, spread: bool = False) -> Program:
+    """4-8 lines; the printed variable's chain has 3-6 lines; at least one line does not matter.
+
+    `spread` (a training layout, the same family): a chain of 3-4 among 5-8 lines with at least
+    one line that does not matter between each two of the chain's lines, so that every chain
+    lookup reaches past the line above. In the plain layout 70% of the chain's lookups are of
+    the line just above, which a model can get right by recency alone, without matching names."""
+    if spread:
+        chain_length = rng.randint(3, 4)
+        total = rng.randint(2 * chain_length - 1, 8)
+    else:
+        chain_length = rng.randint(3, 6)
+        total = rng.randint(max(4, chain_length + 1), 8)
     names = rng.sample(LETTERS, total)
     chain_names, other_names = names[:chain_length], names[chain_length:]
     # Where the chain's lines sit among the others, in program order.
     slots = sorted(rng.sample(range(total), chain_length))
+    while spread and any(b - a < 2 for a, b in zip(slots, slots[1:])):
+        slots = sorted(rng.sample(range(total), chain_length))
     order: list[tuple[str, bool]] = []
     chain_iter, other_iter = iter(chain_names), iter(other_names)
     for index in range(total):
@@ -229,9 +240,15 @@ def question(program: Program, rendering: str) -> str:
 MIXED, LONG_ONLY = "mixed", "long-only"
 
 
-def make_row(rng: random.Random, style: str, easy_share: float, cut_at: CutRule = _token_ends) -> dict:
+def make_row(
+    rng: random.Random, style: str, easy_share: float, cut_at: CutRule = _token_ends, spread_share: float = 0.0
+) -> dict:
+    """One training row; `spread_share` of the HARD programs get `hard_program`'s spread layout."""
     kind = EASY if rng.random() < easy_share else HARD
-    program = make_program(rng, kind)
+    if kind == HARD and spread_share and rng.random() < spread_share:
+        program = hard_program(rng, spread=True)
+    else:
+        program = make_program(rng, kind)
     recheck = style == LONG_ONLY
     if (kind == HARD or recheck) and rng.random() < CUT_SHARE:  # every long trace may be cut
         response = cut_reply(program, rng, recheck=recheck, cut_at=cut_at)
@@ -240,16 +257,20 @@ def make_row(rng: random.Random, style: str, easy_share: float, cut_at: CutRule 
     return {"question": question(program, rng.choice(RENDERINGS)), "response": response}
 
 
-def write_dataset(out: Path, rows: int, seed: int, style: str = MIXED, easy_share: float = 0.3) -> Path:
-    """`out/train.jsonl` (and a small `valid.jsonl` from another seed) in Z1's format."""
+def write_dataset(
+    out: Path, rows: int, seed: int, style: str = MIXED, easy_share: float = 0.3, spread_share: float = 0.0
+) -> Path:
+    """`out/train.jsonl` (and a small `valid.jsonl` from another seed) in Z1's format; the
+    validation rows have the evaluation's layout (no spread), whatever `spread_share` is."""
     out.mkdir(parents=True, exist_ok=True)
     for name, count, split_seed in (("train", rows, seed), ("valid", max(64, rows // 100), seed + 1_000_003)):
         rng = random.Random(split_seed)
         path = out / f"{name}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
+        share = spread_share if name == "train" else 0.0
         with open(tmp, "w", encoding="utf-8") as f:
             for _ in range(count):
-                f.write(json.dumps(make_row(rng, style, easy_share)) + "\n")
+                f.write(json.dumps(make_row(rng, style, easy_share, spread_share=share)) + "\n")
         tmp.replace(path)
     return out
 
