@@ -17,17 +17,13 @@ import sys
 
 
 def lookup_sites(program, prompt: str, reply: str):
-    """(character offset in prompt + reply, distance in lines) of each chain lookup."""
-    at: dict[str, int] = {}
-    chain = set(program.chain())
-    cursor = len(prompt)
-    for index, (line, text) in enumerate(zip(program.lines, reply.split("\n"))):
-        at[line.target] = index
-        if line.source is not None and line.target in chain:
-            head = f"{line.target} = {line.source} {line.op} {line.number} = "
-            assert text.startswith(head), (text, head)
-            yield cursor + len(head), index - at[line.source]
-        cursor += len(text) + 1
+    """(character offset in prompt + reply, distance in lines) of each chain lookup: the first
+    digit of the value after `t = s + N = ` in the trace's line for t."""
+    starts = [len(prompt)]
+    for text in reply.split("\n"):
+        starts.append(starts[-1] + len(text) + 1)
+    for index, distance in program.chain_lookups():
+        yield starts[index] + len(f"{program.lines[index].text()} = "), distance
 
 
 def main(argv=None) -> int:
@@ -50,11 +46,11 @@ def main(argv=None) -> int:
     for program in fresh_programs(HARD, args.count, args.seed):
         prompt = tokenizer.apply_chat_template(messages_for(program), add_generation_prompt=True, tokenize=False)
         reply = expected_reply(program)
-        encoded = tokenizer(prompt + reply, return_offsets_mapping=True, add_special_tokens=False)
-        ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+        encoded = tokenizer(prompt + reply, add_special_tokens=False)
+        ids = encoded["input_ids"]
         predicted = mx.argmax(engine.model(mx.array([ids]))[0], axis=-1).tolist()
         for char, distance in lookup_sites(program, prompt, reply):
-            token = next(i for i, (start, end) in enumerate(offsets) if start <= char < end)
+            token = encoded.char_to_token(char)
             hits[distance][0] += predicted[token - 1] == ids[token]
             hits[distance][1] += 1
     rows = [{"distance": d, "right": r, "lookups": n, "accuracy": r / n} for d, (r, n) in sorted(hits.items())]

@@ -158,14 +158,7 @@ def test_the_recipe_builds_the_shipped_tokenizer_id_for_id():
 
 
 def chain_lookup_distances(program: tasks.Program) -> list[int]:
-    """How many lines back each chain line's looked-up variable was assigned."""
-    at = {line.target: index for index, line in enumerate(program.lines)}
-    chain = set(program.chain())
-    return [
-        index - at[line.source]
-        for index, line in enumerate(program.lines)
-        if line.source is not None and line.target in chain
-    ]
+    return [distance for _, distance in program.chain_lookups()]
 
 
 def program_of(question: str) -> tasks.Program:

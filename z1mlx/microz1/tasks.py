@@ -81,6 +81,16 @@ class Program:
             name = by_target[name].source
         return out
 
+    def chain_lookups(self) -> list[tuple[int, int]]:
+        """(line index, lines back to where its source was assigned) of each chain line that looks one up."""
+        at = {line.target: index for index, line in enumerate(self.lines)}
+        chain = set(self.chain())
+        return [
+            (index, index - at[line.source])
+            for index, line in enumerate(self.lines)
+            if line.source is not None and line.target in chain
+        ]
+
 
 def line_value(line: Line, values: dict[str, int]) -> int:
     if line.source is None:
@@ -134,8 +144,9 @@ def hard_program(rng: random.Random, spread: bool = False) -> Program:
     names = rng.sample(LETTERS, total)
     chain_names, other_names = names[:chain_length], names[chain_length:]
     # Where the chain's lines sit among the others, in program order.
-    slots = sorted(rng.sample(range(total), chain_length))
-    while spread and any(b - a < 2 for a, b in zip(slots, slots[1:])):
+    if spread:  # k of total - k + 1 places, the i-th moved i on: a line between each two
+        slots = [slot + i for i, slot in enumerate(sorted(rng.sample(range(total - chain_length + 1), chain_length)))]
+    else:
         slots = sorted(rng.sample(range(total), chain_length))
     order: list[tuple[str, bool]] = []
     chain_iter, other_iter = iter(chain_names), iter(other_names)
