@@ -1,8 +1,8 @@
 """micro-Z1's lookups inside a trace, by how far back the looked-up line is.
 
 Teacher-forced: each fresh HARD program's prompt and the trained reply go through the model
-in one forward pass, and at every chain line `t = s + N = V + N = R` the model's top token at
-the first digit of V (s's value, looked up) is compared with the right one. Grouped by the
+in one forward pass, and at every chain line `t = s + N, s is V, V + N = R, t is R` the model's
+top token at the first digit of V (s's value, looked up) is compared with the right one. Grouped by the
 number of lines between the line and the one that assigned s: a model that matches names
 does as well at every distance; one that leans on position does well only where the data
 mostly put the line (the plain layout: 70% of chain lookups are of the line just above).
@@ -18,12 +18,14 @@ import sys
 
 def lookup_sites(program, prompt: str, reply: str):
     """(character offset in prompt + reply, distance in lines) of each chain lookup: the first
-    digit of the value after `t = s + N = ` in the trace's line for t."""
+    digit of the value after `t = s + N, s is ` in the trace's line for t."""
+    from z1mlx.microz1.tasks import lookup_column
+
     starts = [len(prompt)]
     for text in reply.split("\n"):
         starts.append(starts[-1] + len(text) + 1)
     for index, distance in program.chain_lookups():
-        yield starts[index] + len(f"{program.lines[index].text()} = "), distance
+        yield starts[index] + lookup_column(program.lines[index]), distance
 
 
 def main(argv=None) -> int:

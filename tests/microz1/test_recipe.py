@@ -92,3 +92,19 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     assert config["micro_z1"]["style"] == "draft" and config["hidden_size"] == 64
     missing = subprocess.run(run + ["--work", str(tmp_path / "x"), "--continue-from", str(tmp_path / "none")], **common)
     assert missing.returncode == 2 and "holds no trained model" in missing.stderr
+
+    shipped = tmp_path / "shipped"
+    stage = ["--work", str(shipped), "--style", "draft", "--from-shipped", "--stage", "2"]
+    proc = subprocess.run(run + stage + ["--draft-rows", "48", "--draft-iters", "2"], **common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from mlx_lm import load
+
+    from z1mlx.microz1 import MODELS
+
+    # It went on from the package's model: its float32 copy computes what the shipped 8-bit one does.
+    start_model, _ = load(str(shipped / "init-demo-draft"))
+    packaged, tokenizer = load(str(MODELS / "demo-draft"))
+    ids = mx.array([tokenizer.encode("a = 4\nb = a + 3\nprint(b)")])
+    assert np.allclose(np.array(start_model(ids)), np.array(packaged(ids)), atol=1e-4)
+    both = subprocess.run(run + ["--work", str(tmp_path / "w"), "--from-shipped", "--continue-from", str(later)], **common)
+    assert both.returncode == 2 and "--from-shipped and --continue-from: a later stage goes on from one" in both.stderr

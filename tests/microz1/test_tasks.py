@@ -53,8 +53,9 @@ def test_replies_end_with_the_answer_in_each_style():
         (tasks.Line("a", None, "", 4), tasks.Line("c", None, "", 9), tasks.Line("b", "a", "+", 3)), "b", tasks.HARD
     )
     assert tasks.short_reply(program) == "It prints b = a + 3 = 4 + 3 = 7."
-    assert tasks.long_reply(program) == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nSo it prints b = 7."
-    assert tasks.long_reply(program, recheck=True).count("b = a + 3 = 4 + 3 = 7") == 2
+    assert tasks.long_reply(program) == "a is 4\nc is 9\nb = a + 3, a is 4, 4 + 3 = 7, b is 7\nSo it prints b, and b is 7."
+    assert tasks.long_reply(program, recheck=True).count("b = a + 3, a is 4, 4 + 3 = 7, b is 7") == 2
+    assert tasks.long_reply(program, recheck=True).count(tasks.RECHECK) == 1
 
 
 def test_dataset_mixes_short_and_long_and_the_twin_is_long_only(tmp_path):
@@ -94,16 +95,22 @@ def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
         tasks.HARD,
     )
     right = tasks.long_reply(program)
-    assert right == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nd = b - 2 = 7 - 2 = 5\nSo it prints d = 5."
+    assert right == (
+        "a is 4\nc is 9\nb = a + 3, a is 4, 4 + 3 = 7, b is 7\nd = b - 2, b is 7, 7 - 2 = 5, d is 5\n"
+        "So it prints d, and d is 5."
+    )
     cases = {
         right: None,
-        right.replace("b = a + 3 = 4", "b = a + 3 = 9"): tasks.LOOKUP,  # took c's value for a's
-        right.replace("= 7 - 2 = 5", "= 17 - 2 = 15"): tasks.LOOKUP,
+        right.replace("a + 3, a is 4", "a + 3, a is 9"): tasks.LOOKUP,  # took c's value for a's
+        right.replace("b is 7, 7 - 2 = 5", "b is 17, 17 - 2 = 15"): tasks.LOOKUP,
         right.replace("b = a + 3", "b = c + 3", 1): tasks.COPY,
-        right.replace("c = 9", "c = 8"): tasks.COPY,
-        right.replace("= 4 + 3", "= 4 - 3"): tasks.COPY,
-        right.replace("= 4 + 3 = 7", "= 4 + 3 = 8"): tasks.ARITHMETIC,
-        right.replace("So it prints d = 5", "So it prints d = 6"): tasks.LOOKUP,
+        right.replace("c is 9", "c is 8"): tasks.COPY,
+        right.replace("a + 3, a is", "a + 3, c is"): tasks.COPY,  # the source's name
+        right.replace("4, 4 + 3", "4, 9 + 3"): tasks.COPY,  # the looked-up value carried wrong
+        right.replace("4 + 3 = 7", "4 - 3 = 7"): tasks.COPY,
+        right.replace("4 + 3 = 7", "4 + 3 = 8"): tasks.ARITHMETIC,
+        right.replace("7, b is 7", "7, b is 8"): tasks.COPY,  # the new value stated wrong
+        right.replace("d, and d is 5", "d, and d is 6"): tasks.LOOKUP,
         right.replace("So it prints d", "So it prints b"): tasks.COPY,
         right + "\nmore": tasks.OTHER,
         right[:10]: tasks.OTHER,
@@ -111,6 +118,8 @@ def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
     }
     for reply, where in cases.items():
         assert tasks.first_error(program, reply) == where, reply
+    twin = tasks.long_reply(program, recheck=True)
+    assert tasks.first_error(program, twin.replace(tasks.RECHECK, "Let me see."), recheck=True) == tasks.OTHER
     assert tasks.first_error(program, tasks.long_reply(program, recheck=True), recheck=True) is None
     easy = tasks.Program((line("m", None, "", 8), line("q", "m", "-", 8)), "q", tasks.EASY)
     assert tasks.short_reply(easy) == "It prints q = m - 8 = 8 - 8 = 0."
@@ -118,7 +127,9 @@ def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
     assert tasks.first_error(easy, "It prints q = m - 8 = 9 - 8 = 1.") == tasks.LOOKUP
     assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 1.") == tasks.ARITHMETIC
     assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 0.") is None
-    assert tasks.first_error(easy, "m = 8\nq = m - 8 = 8 - 8 = 0\nSo it prints q = 0.") == tasks.OTHER
+    assert tasks.first_error(easy, "m is 8\nq = m - 8, m is 8, 8 - 8 = 0, q is 0\nSo it prints q, and q is 0.") == (
+        tasks.OTHER
+    )
 
 
 def test_a_cut_row_has_the_ids_the_window_gives_the_model():
@@ -175,16 +186,20 @@ def program_of(question: str) -> tasks.Program:
     return tasks.Program(tuple(lines), printed[len("print(") : -1], kind)
 
 
-def test_the_spread_layout_is_the_same_family_with_every_chain_lookup_past_the_line_above():
+def test_the_spread_layout_is_the_same_family_with_lookups_at_every_distance_alike():
     rng = random.Random(11)
     plain = [d for _ in range(500) for d in chain_lookup_distances(tasks.hard_program(rng))]
     assert plain.count(1) / len(plain) > 0.6  # the evaluation's layout: mostly the line just above
-    for _ in range(400):
+    spread = []
+    for _ in range(600):
         program = tasks.hard_program(rng, spread=True)
         assert run_python(program.text()) == f"{program.answer()}\n"
         assert all(0 <= v <= tasks.MAX_VALUE for v in program.values().values())
-        assert 5 <= len(program.lines) <= 8 and 3 <= len(program.chain()) <= 4
-        assert min(chain_lookup_distances(program)) >= 2
+        assert 4 <= len(program.lines) <= 8 and 3 <= len(program.chain()) <= 4
+        assert len(program.chain()) < len(program.lines)  # a line that does not matter
+        spread += chain_lookup_distances(program)
+    assert set(spread) == {1, 2, 3}
+    assert all(0.25 < spread.count(d) / len(spread) < 0.42 for d in (1, 2, 3))
 
 
 def test_spread_rows_are_training_rows_only_and_a_zero_share_changes_no_row(tmp_path):
@@ -202,6 +217,6 @@ def test_spread_rows_are_training_rows_only_and_a_zero_share_changes_no_row(tmp_
         return [chain_lookup_distances(p) for p in programs if p.kind == tasks.HARD]
 
     spread = hard_distances(tmp_path / "spread" / "train.jsonl")
-    assert len(spread) > 150 and all(min(d) >= 2 for d in spread)
+    assert len(spread) > 150 and all(max(d) <= 3 for d in spread) and any(min(d) >= 2 for d in spread)
     valid = hard_distances(tmp_path / "spread" / "valid.jsonl")  # validation keeps the evaluation's layout
-    assert any(min(d) == 1 for d in valid)
+    assert any(max(d) >= 4 or len(d) >= 4 for d in valid)  # chains of 5-6 or lookups past 3 lines

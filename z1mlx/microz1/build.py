@@ -178,6 +178,30 @@ def grow_model(source: Path, out: Path, layers: int, seed: int = 0) -> Path:
     return out
 
 
+def float32_copy(source: Path, out: Path) -> Path:
+    """A shipped (quantized) model as float32 weights that training can go on from: every
+    quantized layer dequantized, the rest cast; config, tokenizer and template copied."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import dequantize_model, load_model
+
+    source, out = Path(source), Path(out)
+    model, config = load_model(source)
+    model = cast("nn.Module", dequantize_model(model))
+    weights = {name: value.astype(mx.float32) for name, value in tree_flatten(model.parameters())}
+    config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
+    config["torch_dtype"] = "float32"
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = ("config.json", "model.safetensors", "model.safetensors.index.json", "z1mlx.json")
+    for path in source.iterdir():  # the tokenizer, its chat template, the generation settings
+        if path.is_file() and path.name not in skipped:
+            (out / path.name).write_bytes(path.read_bytes())
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
 def check_tokenizer(model_dir: Path, texts: list[str]) -> None:
     """The ids mlx-lm's loader gives must be the ids of the trained tokenizer."""
     from mlx_lm.utils import load_tokenizer

@@ -5,6 +5,7 @@
     python -m z1mlx.microz1.recipe --work build/mz2 --continue-from build/microz1 \
         --rows 43200 --iters 3600 --twin-rows 24000 --twin-iters 2000 --lr 3e-4         # stage 2
     python -m z1mlx.microz1.recipe --work build/mz3 --continue-from build/mz2 --stage 3 ...  # stage 3
+    python -m z1mlx.microz1.recipe --work build/mz6 --from-shipped --stage 6 ...              # from the package
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 
 from . import MODELS
-from .build import MicroSpec, build_fresh_model, check_tokenizer, grow_model
+from .build import MicroSpec, build_fresh_model, check_tokenizer, float32_copy, grow_model
 from .tasks import LONG_ONLY, MIXED, tokenizer_corpus, write_dataset
 
 DRAFT = "draft"  # the demo's draft for speculative decoding: a far smaller model, the same data
@@ -161,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a later stage: train on fresh rows (other seeds) from the float32 models an earlier run left in WORK",
     )
     p.add_argument(
+        "--from-shipped",
+        action="store_true",
+        help="a later stage that goes on from the models in the package (their weights dequantized to float32)",
+    )
+    p.add_argument(
         "--stage",
         type=int,
         default=2,
@@ -185,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--spread-share {args.spread_share}: a share is between 0 and 1")
     if args.stage < 2:
         p.error(f"--stage {args.stage}: a later stage is 2 or more (the first stage has no --continue-from)")
-    if args.grow_layers is not None and not args.continue_from:
-        p.error("--grow-layers: grows a trained model, so it needs --continue-from WORK")
+    if args.from_shipped and args.continue_from:
+        p.error("--from-shipped and --continue-from: a later stage goes on from one of them")
+    if args.grow_layers is not None and not (args.continue_from or args.from_shipped):
+        p.error("--grow-layers: grows a trained model, so it needs --continue-from WORK or --from-shipped")
 
     work = args.work.absolute()
     styles = [MIXED, LONG_ONLY] if args.style == "both" else [args.style]
@@ -198,12 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     bases: dict[str, Path] = {}
     seed_offset = 0
-    if args.continue_from:
+    if args.continue_from or args.from_shipped:
         # Each model goes on from its own earlier weights, copied so the store names them apart
         # from the models this stage fuses; the rows come from seeds the earlier stage never used.
         seed_offset = STAGE_SEED_OFFSET * (args.stage - 1)
         for style in styles:
-            earlier = args.continue_from.absolute() / "home" / "models" / f"{NAMES[style]}-float32"
+            if args.from_shipped:
+                if not (MODELS / NAMES[style] / "config.json").is_file():
+                    log(f"{MODELS / NAMES[style]} holds no shipped model")
+                    return 2
+                earlier = float32_copy(MODELS / NAMES[style], work / f"shipped-{NAMES[style]}")
+            else:
+                earlier = args.continue_from.absolute() / "home" / "models" / f"{NAMES[style]}-float32"
             if not (earlier / "config.json").is_file():
                 log(f"{earlier} holds no trained model (run the first stage there)")
                 return 2
