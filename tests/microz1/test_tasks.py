@@ -220,3 +220,13 @@ def test_spread_rows_are_training_rows_only_and_a_zero_share_changes_no_row(tmp_
     assert len(spread) > 150 and all(max(d) <= 3 for d in spread) and any(min(d) >= 2 for d in spread)
     valid = hard_distances(tmp_path / "spread" / "valid.jsonl")  # validation keeps the evaluation's layout
     assert any(max(d) >= 4 or len(d) >= 4 for d in valid)  # chains of 5-6 or lookups past 3 lines
+
+
+def test_the_evaluation_programs_stay_the_ones_the_figures_were_measured_on():
+    """figures.json and every stage's seeds assume these exact programs: a change to how a
+    program is drawn (even the order of the random draws) would change them."""
+    import hashlib
+
+    for kind, digest in ((tasks.EASY, "ea0e1a5e6b9be6e7"), (tasks.HARD, "18373b830d36063b")):
+        text = "".join(program.text() for program in tasks.fresh_programs(kind, 200, 0))
+        assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest, kind

@@ -146,11 +146,12 @@ def hard_program(rng: random.Random, spread: bool = False) -> Program:
         total = rng.randint(max(4, span + (sum(gaps) == 0)), 8)
         first = rng.randint(0, total - span)  # the rest of the lines that do not matter: before or after
         slots = [first + index + sum(gaps[:index]) for index in range(chain_length)]
+        names = rng.sample(LETTERS, total)
     else:
         chain_length = rng.randint(3, 6)
         total = rng.randint(max(4, chain_length + 1), 8)
+        names = rng.sample(LETTERS, total)
         slots = sorted(rng.sample(range(total), chain_length))  # where the chain's lines sit
-    names = rng.sample(LETTERS, total)
     chain_names, other_names = names[:chain_length], names[chain_length:]
     order: list[tuple[str, bool]] = []
     chain_iter, other_iter = iter(chain_names), iter(other_names)
