@@ -106,5 +106,6 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     packaged, tokenizer = load(str(MODELS / "demo-draft"))
     ids = mx.array([tokenizer.encode("a = 4\nb = a + 3\nprint(b)")])
     assert np.allclose(np.array(start_model(ids)), np.array(packaged(ids)), atol=1e-4)
-    both = subprocess.run(run + ["--work", str(tmp_path / "w"), "--from-shipped", "--continue-from", str(later)], **common)
+    both_flags = ["--work", str(tmp_path / "w"), "--from-shipped", "--continue-from", str(later)]
+    both = subprocess.run(run + both_flags, **common)
     assert both.returncode == 2 and "--from-shipped and --continue-from: a later stage goes on from one" in both.stderr

@@ -53,9 +53,8 @@ def test_replies_end_with_the_answer_in_each_style():
         (tasks.Line("a", None, "", 4), tasks.Line("c", None, "", 9), tasks.Line("b", "a", "+", 3)), "b", tasks.HARD
     )
     assert tasks.short_reply(program) == "It prints b = a + 3 = 4 + 3 = 7."
-    assert tasks.long_reply(program) == "a is 4\nc is 9\nb = a + 3, a is 4, 4 + 3 = 7, b is 7\nSo it prints b, and b is 7."
-    assert tasks.long_reply(program, recheck=True).count("b = a + 3, a is 4, 4 + 3 = 7, b is 7") == 2
-    assert tasks.long_reply(program, recheck=True).count(tasks.RECHECK) == 1
+    assert tasks.long_reply(program) == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nSo it prints b = 7."
+    assert tasks.long_reply(program, recheck=True).count("b = a + 3 = 4 + 3 = 7") == 2
 
 
 def test_dataset_mixes_short_and_long_and_the_twin_is_long_only(tmp_path):
@@ -95,22 +94,16 @@ def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
         tasks.HARD,
     )
     right = tasks.long_reply(program)
-    assert right == (
-        "a is 4\nc is 9\nb = a + 3, a is 4, 4 + 3 = 7, b is 7\nd = b - 2, b is 7, 7 - 2 = 5, d is 5\n"
-        "So it prints d, and d is 5."
-    )
+    assert right == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nd = b - 2 = 7 - 2 = 5\nSo it prints d = 5."
     cases = {
         right: None,
-        right.replace("a + 3, a is 4", "a + 3, a is 9"): tasks.LOOKUP,  # took c's value for a's
-        right.replace("b is 7, 7 - 2 = 5", "b is 17, 17 - 2 = 15"): tasks.LOOKUP,
+        right.replace("b = a + 3 = 4", "b = a + 3 = 9"): tasks.LOOKUP,  # took c's value for a's
+        right.replace("= 7 - 2 = 5", "= 17 - 2 = 15"): tasks.LOOKUP,
         right.replace("b = a + 3", "b = c + 3", 1): tasks.COPY,
-        right.replace("c is 9", "c is 8"): tasks.COPY,
-        right.replace("a + 3, a is", "a + 3, c is"): tasks.COPY,  # the source's name
-        right.replace("4, 4 + 3", "4, 9 + 3"): tasks.COPY,  # the looked-up value carried wrong
-        right.replace("4 + 3 = 7", "4 - 3 = 7"): tasks.COPY,
-        right.replace("4 + 3 = 7", "4 + 3 = 8"): tasks.ARITHMETIC,
-        right.replace("7, b is 7", "7, b is 8"): tasks.COPY,  # the new value stated wrong
-        right.replace("d, and d is 5", "d, and d is 6"): tasks.LOOKUP,
+        right.replace("c = 9", "c = 8"): tasks.COPY,
+        right.replace("= 4 + 3", "= 4 - 3"): tasks.COPY,
+        right.replace("= 4 + 3 = 7", "= 4 + 3 = 8"): tasks.ARITHMETIC,
+        right.replace("So it prints d = 5", "So it prints d = 6"): tasks.LOOKUP,
         right.replace("So it prints d", "So it prints b"): tasks.COPY,
         right + "\nmore": tasks.OTHER,
         right[:10]: tasks.OTHER,
@@ -118,8 +111,6 @@ def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
     }
     for reply, where in cases.items():
         assert tasks.first_error(program, reply) == where, reply
-    twin = tasks.long_reply(program, recheck=True)
-    assert tasks.first_error(program, twin.replace(tasks.RECHECK, "Let me see."), recheck=True) == tasks.OTHER
     assert tasks.first_error(program, tasks.long_reply(program, recheck=True), recheck=True) is None
     easy = tasks.Program((line("m", None, "", 8), line("q", "m", "-", 8)), "q", tasks.EASY)
     assert tasks.short_reply(easy) == "It prints q = m - 8 = 8 - 8 = 0."
@@ -127,9 +118,7 @@ def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
     assert tasks.first_error(easy, "It prints q = m - 8 = 9 - 8 = 1.") == tasks.LOOKUP
     assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 1.") == tasks.ARITHMETIC
     assert tasks.first_error(easy, "It prints q = m - 8 = 8 - 8 = 0.") is None
-    assert tasks.first_error(easy, "m is 8\nq = m - 8, m is 8, 8 - 8 = 0, q is 0\nSo it prints q, and q is 0.") == (
-        tasks.OTHER
-    )
+    assert tasks.first_error(easy, "m = 8\nq = m - 8 = 8 - 8 = 0\nSo it prints q = 0.") == tasks.OTHER
 
 
 def test_a_cut_row_has_the_ids_the_window_gives_the_model():

@@ -182,14 +182,14 @@ def float32_copy(source: Path, out: Path) -> Path:
     """A shipped (quantized) model as float32 weights that training can go on from: every
     quantized layer dequantized, the rest cast; config, tokenizer and template copied."""
     import mlx.core as mx
-    import mlx.nn as nn
     from mlx.utils import tree_flatten
     from mlx_lm.utils import dequantize_model, load_model
 
     source, out = Path(source), Path(out)
     model, config = load_model(source)
-    model = cast("nn.Module", dequantize_model(model))
-    weights = {name: value.astype(mx.float32) for name, value in tree_flatten(model.parameters())}
+    model = dequantize_model(model)
+    flat = cast("list[tuple[str, mx.array]]", tree_flatten(model.parameters()))
+    weights = {name: value.astype(mx.float32) for name, value in flat}
     config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
     config["torch_dtype"] = "float32"
     out.mkdir(parents=True, exist_ok=True)

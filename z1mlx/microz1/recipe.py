@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         metavar="F",
-        help="share of the HARD training rows laid out with more lines between the chain's lines, so more "
-        "lookups reach past the line above (default 0: the evaluation's layout)",
+        help="share of the HARD training rows whose chain lookups reach 1, 2 or 3 lines back, evenly, so that "
+        "recency does not tell a value (default 0: the evaluation's layout)",
     )
     args = p.parse_args(argv)
     if not 0.0 <= args.spread_share <= 1.0:

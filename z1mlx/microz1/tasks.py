@@ -182,43 +182,10 @@ def make_program(rng: random.Random, kind: str) -> Program:
 
 
 def step_text(line: Line, values: dict[str, int]) -> str:
-    """One line evaluated as one expression: `b = a + 3 = 4 + 3 = 7`, or `c = 9` for a constant."""
+    """One line evaluated: `b = a + 3 = 4 + 3 = 7`, or `c = 9` for a constant."""
     if line.source is None:
         return line.text()
     return f"{line.text()} = {values[line.source]} {line.op} {line.number} = {values[line.target]}"
-
-
-IS = " is "
-
-
-def binding(name: str, value: int) -> str:
-    """How a trace states a variable's value: `a is 16`. Looking a value up is then finding an
-    earlier `a is` and copying what follows it."""
-    return f"{name}{IS}{value}"
-
-
-def lookup_column(line: Line) -> int:
-    """Where the looked-up value begins in a chained line's `trace_step` (after `a = v - 3, v is `)."""
-    assert line.source is not None
-    return len(f"{line.text()}, {line.source}{IS}")
-
-
-def trace_step(line: Line, values: dict[str, int]) -> str:
-    """One line of the trace, each part local: `a = v - 3, v is 19, 19 - 3 = 16, a is 16` (the
-    line copied, its source's value looked up, the sum, the new value stated); `v is 19` for a
-    constant."""
-    if line.source is None:
-        return binding(line.target, line.number)
-    base = values[line.source]
-    return (
-        f"{line.text()}, {binding(line.source, base)}, {base} {line.op} {line.number} = {values[line.target]}, "
-        f"{binding(line.target, values[line.target])}"
-    )
-
-
-def answer_sentence(program: Program, opening: str = "So it prints") -> str:
-    """`So it prints a, and a is 16.`: the printed variable, then its value looked up as in the trace."""
-    return f"{opening} {program.printed}, and {binding(program.printed, program.answer())}."
 
 
 def short_reply(program: Program) -> str:
@@ -230,13 +197,17 @@ def short_reply(program: Program) -> str:
 
 def trace_lines(program: Program) -> list[str]:
     values = program.values()
-    return [trace_step(line, values) for line in program.lines]
+    return [step_text(line, values) for line in program.lines]
 
 
 def long_reply(program: Program, recheck: bool = False) -> str:
-    """The trace, then `So it prints x, and x is V.`; with `recheck` (the long-only twin), the
-    whole trace again before the sentence, as a model trained only on long trajectories verifies."""
-    return _traced(trace_lines(program), recheck) + "\n" + answer_sentence(program)
+    """The trace, then `So it prints x = V.`; with `recheck` (the long-only twin), the whole
+    trace again before the sentence, as a model trained only on long trajectories verifies."""
+    parts = trace_lines(program)
+    if recheck:
+        parts += [RECHECK, *trace_lines(program)]
+    parts.append(f"So it prints {program.printed} = {program.answer()}.")
+    return "\n".join(parts)
 
 
 def expected_reply(program: Program, recheck: bool = False) -> str:
@@ -259,25 +230,18 @@ def _token_ends(text: str, i: int) -> bool:
 def _space_follows(text: str, i: int) -> bool:
     """The cut points of the first four training stages: before any space or line end. About
     43% of those rows had ids the window never gives (an operator glued to the hint's line
-    ends); the tokenizer's corpus keeps them, so that it stays the shipped one, id for id."""
+    ends); the tokenizer is still trained on them, so that it stays the shipped one, id for id."""
     return text[i] in " \n"
 
 
-def cut_reply(program: Program, rng: random.Random, recheck: bool = False) -> str:
+def cut_reply(program: Program, rng: random.Random, recheck: bool = False, cut_at: CutRule = _token_ends) -> str:
     """A trace cut after a random whole token (`_token_ends`), the hint, then the answer
     sentence: its ids are the trace's own, then the hint's, as the window appends them."""
-    trace = _traced(trace_lines(program), recheck)
-    return _cut(trace, rng, _token_ends) + HINT + answer_sentence(program, "It prints")
-
-
-def _traced(lines: list[str], recheck: bool) -> str:
-    return "\n".join(lines + [RECHECK, *lines] if recheck else lines)
-
-
-def _cut(trace: str, rng: random.Random, cut_at: CutRule) -> str:
-    """The trace up to a random cut point that `cut_at` allows (never its very end)."""
+    lines = trace_lines(program)
+    trace = "\n".join(lines + [RECHECK, *lines] if recheck else lines)
     cuts = [i for i in range(1, len(trace)) if cut_at(trace, i)] + [len(trace)]
-    return trace[: rng.choice(cuts[: max(1, len(cuts) - 1)])]
+    cut = rng.choice(cuts[: max(1, len(cuts) - 1)])
+    return trace[:cut] + HINT + f"It prints {program.printed} = {program.answer()}."
 
 
 def question(program: Program, rendering: str) -> str:
@@ -292,7 +256,9 @@ def question(program: Program, rendering: str) -> str:
 MIXED, LONG_ONLY = "mixed", "long-only"
 
 
-def make_row(rng: random.Random, style: str, easy_share: float, spread_share: float = 0.0) -> dict:
+def make_row(
+    rng: random.Random, style: str, easy_share: float, cut_at: CutRule = _token_ends, spread_share: float = 0.0
+) -> dict:
     """One training row; `spread_share` of the HARD programs get `hard_program`'s spread layout."""
     kind = EASY if rng.random() < easy_share else HARD
     if kind == HARD and spread_share and rng.random() < spread_share:
@@ -301,7 +267,7 @@ def make_row(rng: random.Random, style: str, easy_share: float, spread_share: fl
         program = make_program(rng, kind)
     recheck = style == LONG_ONLY
     if (kind == HARD or recheck) and rng.random() < CUT_SHARE:  # every long trace may be cut
-        response = cut_reply(program, rng, recheck=recheck)
+        response = cut_reply(program, rng, recheck=recheck, cut_at=cut_at)
     else:
         response = expected_reply(program, recheck)
     return {"question": question(program, rng.choice(RENDERINGS)), "response": response}
@@ -349,11 +315,10 @@ _SENTENCE = re.compile(r"^(So it prints |It prints )")
 def first_error(program: Program, reply: str, recheck: bool = False) -> str | None:
     """Where a reply first leaves the one it was trained to give, or None when it does not.
 
-    `copy`: a program line copied wrong, or the wrong line taken (a trace line's copied
-    line, a name, which variable is printed, a value carried within the line); `lookup`: a
-    variable's value fetched wrong (after `v is` in a trace line or the final sentence, or
-    the first number after an EASY sentence's expression); `arithmetic`: a line's sum or
-    difference wrong; `other`: anything else (wording, length, the re-check).
+    `copy`: a program line copied wrong, or the wrong line taken (the target, its expression,
+    which variable is printed); `lookup`: a variable's value fetched wrong (the first number
+    after the expression, or the printed value in the final sentence); `arithmetic`: a
+    line's sum or difference wrong; `other`: anything else (wording, length, the re-check).
     """
     expected = expected_reply(program, recheck)
     reply = reply.strip()
@@ -371,41 +336,8 @@ def first_error(program: Program, reply: str, recheck: bool = False) -> str | No
         if column < sentence.end():
             return OTHER
         line, column = line[sentence.end() :], column - sentence.end()
-        if sentence.group(1) == "It prints ":
-            return _sentence_error(line, column)
-        return _binding_error(line.rstrip("."), column)  # `x, and x is V`: which variable, then its value
-    if line == RECHECK:
-        return OTHER
-    return _trace_error(line, column)
-
-
-def _binding_error(text: str, column: int) -> str:
-    """In text ending `x is V`: the value is looked up, everything before it copied."""
-    return LOOKUP if column >= text.rindex(IS) + len(IS) else COPY
-
-
-def _trace_error(line: str, column: int) -> str:
-    """`a = v - 3, v is 19, 19 - 3 = 16, a is 16` (or `v is 19`): the line copied, the source's
-    value looked up, the sum worked out, the new value stated (a copy within the line)."""
-    parts = line.split(", ")
-    if len(parts) == 1:
-        return COPY  # a constant, copied from the program
-    offset = 0
-    for index, part in enumerate(parts):
-        if column < offset + len(part) + len(", ") or index == len(parts) - 1:
-            inside = column - offset
-            if index == 1:
-                return _binding_error(part, inside)
-            if index == 2:
-                return ARITHMETIC if inside >= part.index(" = ") + len(" = ") else COPY
-            return COPY
-        offset += len(part) + len(", ")
-    return OTHER
-
-
-def _sentence_error(line: str, column: int) -> str:
-    """An EASY sentence, `b = a + 3 = 4 + 3 = 7.`: target and expression copied, a's value
-    looked up, then copied into the sum, the sum worked out."""
+        if sentence.group(1) == "So it prints ":  # `x = V.`: which variable, then its value
+            return COPY if " = " not in line[:column] else LOOKUP
     body = line.rstrip(".")
     parts = body.split(" = ")  # target, expression, looked-up values, result
     if len(parts) < 2 or column >= len(body):
@@ -419,36 +351,14 @@ def _sentence_error(line: str, column: int) -> str:
 
 
 def tokenizer_corpus(rows: int = 4000, seed: int = 7) -> list[str]:
-    """Text the tokenizer is trained on: both renderings, every reply style, the chat frame.
-
-    The tokenizer is the first stage's, kept id for id by every later stage, so its corpus is
-    the first stages' text: the same programs and rows, with their trace wording (each line one
-    expression, `a = v - 3 = 19 - 3 = 16`, and `So it prints a = 16.`). Its vocabulary covers
-    today's wording as well (`is` and `,` are tokens of it)."""
+    """Text the tokenizer is trained on: both renderings, every reply style, the chat frame."""
     from ..convert.demo import DEFAULT_SYSTEM
 
     rng = random.Random(seed)
     texts = [DEFAULT_SYSTEM, HINT] * 200
     for _ in range(rows):
         for style in (MIXED, LONG_ONLY):
-            question, response = _first_stage_row(rng, style, 0.3)
-            texts.append(question)
-            texts.append(response)
+            row = make_row(rng, style, 0.3, cut_at=_space_follows)
+            texts.append(row["question"])
+            texts.append(row["response"])
     return texts
-
-
-def _first_stage_row(rng: random.Random, style: str, easy_share: float) -> tuple[str, str]:
-    """`make_row` as the first stages drew and worded it, for the tokenizer's corpus."""
-    kind = EASY if rng.random() < easy_share else HARD
-    program = make_program(rng, kind)
-    recheck = style == LONG_ONLY
-    values = program.values()
-    lines = [step_text(line, values) for line in program.lines]
-    trace = _traced(lines, recheck)
-    if (kind == HARD or recheck) and rng.random() < CUT_SHARE:
-        response = _cut(trace, rng, _space_follows) + HINT + f"It prints {program.printed} = {program.answer()}."
-    elif kind == EASY and not recheck:
-        response = short_reply(program)
-    else:
-        response = f"{trace}\nSo it prints {program.printed} = {program.answer()}."
-    return question(program, rng.choice(RENDERINGS)), response
