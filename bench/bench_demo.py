@@ -38,16 +38,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from z1mlx.engine import Engine
-    from z1mlx.microz1 import MODELS
+    from z1mlx.microz1 import MODELS, reply_style
     from z1mlx.microz1.evaluate import BUDGETS, FULL_BUDGET, evaluate
 
     figures: dict = {"count": args.count, "seed": args.seed, "budgets": list(BUDGETS), "models": {}}
     started = time.perf_counter()
     for name in ("demo", "demo-long"):
         engine = Engine.load(name)
-        recheck = name == "demo-long"  # the twin's replies are diagnosed against its own style
-        easy = evaluate(engine, "easy", args.count, (FULL_BUDGET,), seed=args.seed, recheck=recheck)[0]
-        hard = evaluate(engine, "hard", args.count, BUDGETS, seed=args.seed, recheck=recheck)
+        recheck, trace = reply_style(MODELS / name)  # wrong replies are diagnosed against the model's own style
+        easy = evaluate(engine, "easy", args.count, (FULL_BUDGET,), seed=args.seed, recheck=recheck, trace=trace)[0]
+        hard = evaluate(engine, "hard", args.count, BUDGETS, seed=args.seed, recheck=recheck, trace=trace)
         figures["models"][name] = {"easy": easy.as_dict(), "hard": [s.as_dict() for s in hard]}
     elapsed = time.perf_counter() - started
 

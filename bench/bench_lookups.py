@@ -1,13 +1,16 @@
 """micro-Z1's lookups inside a trace, by how far back the looked-up line is.
 
 Teacher-forced: each fresh HARD program's prompt and the trained reply go through the model
-in one forward pass, and at every chain line `t = s + N = V + N = R` the model's top token at
-the first digit of V (s's value, looked up) is compared with the right one. Grouped by the
-number of lines between the line and the one that assigned s: a model that matches names
-does as well at every distance; one that leans on position does well only where the data
-mostly put the line (the plain layout: 70% of chain lookups are of the line just above). A wrong
-lookup that gives the first digit of the line above's value is counted apart ("took the line
-above's"): that is recency standing in for the name.
+in one forward pass, and at every chain lookup the model's top token is compared with the
+right one. In an in-order trace the lookup is the first digit of V in `t = s + N = V + N = R`
+(s's value); in a goal trace, which evaluates each value from the line above, it is the
+backward copy: the first token after `s = ` on s's line, copied from the program line that
+assigns s. Grouped by the number of program lines between t's line and s's: a model that
+matches names does as well at every distance; one that leans on position does well only
+where the data mostly put the line (the plain layout: 70% of chain lookups are of the line
+just above). A wrong lookup that gives what the line above t's holds instead (its value, or
+its expression's first token) is counted apart ("took the line above's"): that is recency
+standing in for the name.
 
     python bench/bench_lookups.py [--model demo] [--count 150] [--seed 7]
 """
@@ -18,16 +21,25 @@ import json
 import sys
 
 
-def lookup_sites(program, prompt: str, reply: str):
-    """(character offset in prompt + reply, distance in lines, the line above's value) of each
-    chain lookup: the first digit of the value after `t = s + N = ` in the trace's line for t."""
+def lookup_sites(program, prompt: str, reply: str, trace: str):
+    """(character offset in prompt + reply, distance in lines, what the line above holds instead)
+    of each chain lookup: in order, the first digit of the value after `t = s + N = ` in the
+    trace's line for t; goal, the first token after `s = ` in the backward copy of s's line."""
+    from z1mlx.microz1.tasks import IN_ORDER
+
     starts = [len(prompt)]
     for text in reply.split("\n"):
         starts.append(starts[-1] + len(text) + 1)
     values = program.values()
+    chain = program.chain()
     for index, distance in program.chain_lookups():
-        above = values[program.lines[index - 1].target]
-        yield starts[index] + len(f"{program.lines[index].text()} = "), distance, above
+        above = program.lines[index - 1]
+        if trace == IN_ORDER:
+            yield starts[index] + len(f"{program.lines[index].text()} = "), distance, str(values[above.target])
+            continue
+        source = program.lines[index].source
+        decoy = above.text().split(" = ", 1)[1]  # the expression of the line above t's
+        yield starts[chain.index(source)] + len(f"{source} = "), distance, decoy
 
 
 def main(argv=None) -> int:
@@ -38,13 +50,17 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
+    from pathlib import Path
+
     import mlx.core as mx
 
     from z1mlx.engine import Engine
+    from z1mlx.microz1 import MODELS, reply_style
     from z1mlx.microz1.evaluate import messages_for
     from z1mlx.microz1.tasks import HARD, expected_reply, fresh_programs
 
     engine = Engine.load(args.model)
+    recheck, trace = reply_style(MODELS / args.model if (MODELS / args.model).is_dir() else Path(args.model))
     tokenizer = engine.tokenizer._tokenizer  # the Hugging Face tokenizer, for character offsets
 
     def ids_of(text: str) -> list[int]:
@@ -53,25 +69,28 @@ def main(argv=None) -> int:
     hits: dict[int, list[int]] = collections.defaultdict(lambda: [0, 0, 0])  # right, lookups, took the line above's
     for program in fresh_programs(HARD, args.count, args.seed):
         prompt = tokenizer.apply_chat_template(messages_for(program), add_generation_prompt=True, tokenize=False)
-        reply = expected_reply(program)
+        reply = expected_reply(program, recheck, trace)
         encoded = tokenizer(prompt + reply, add_special_tokens=False)
         ids = encoded["input_ids"]
         predicted = mx.argmax(engine.model(mx.array([ids]))[0], axis=-1).tolist()
-        for char, distance, above in lookup_sites(program, prompt, reply):
+        for char, distance, above in lookup_sites(program, prompt, reply, trace):
             token = encoded.char_to_token(char)
             right = predicted[token - 1] == ids[token]
             hits[distance][0] += right
             hits[distance][1] += 1
-            hits[distance][2] += distance > 1 and not right and predicted[token - 1] == ids_of(str(above))[0]
+            hits[distance][2] += distance > 1 and not right and predicted[token - 1] == ids_of(above)[0]
     rows = [
         {"distance": d, "right": r, "lookups": n, "accuracy": r / n, "took_line_above": a}
         for d, (r, n, a) in sorted(hits.items())
     ]
     right, total = sum(r["right"] for r in rows), sum(r["lookups"] for r in rows)
     if args.json:
-        print(json.dumps({"model": args.model, "count": args.count, "seed": args.seed, "rows": rows}))
+        print(json.dumps({"model": args.model, "trace": trace, "count": args.count, "seed": args.seed, "rows": rows}))
         return 0
-    print(f"{args.model}: chain lookups on {args.count} fresh HARD programs (seed {args.seed}), teacher-forced")
+    print(
+        f"{args.model}: chain lookups on {args.count} fresh HARD programs (seed {args.seed}), {trace} trace, "
+        "teacher-forced"
+    )
     for row in rows:
         share = row["lookups"] / total
         wrong = row["lookups"] - row["right"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from z1mlx import store
-from z1mlx.microz1 import MODELS, tasks
+from z1mlx.microz1 import MODELS, reply_style, tasks
 from z1mlx.microz1.evaluate import FULL_BUDGET, evaluate
 from z1mlx.window import HINT
 
@@ -120,9 +120,10 @@ def test_the_recorded_figures_hold(name):
     engine = Engine.load(name)
     recorded = FIGURES["models"][name]
     count = 40
-    recheck = name == "demo-long"
-    easy = evaluate(engine, "easy", count, (FULL_BUDGET,), seed=101, recheck=recheck)[0]
-    hard = evaluate(engine, "hard", count, (FULL_BUDGET,), seed=101, recheck=recheck)[0]
+    recheck, trace = reply_style(MODELS / name)
+    assert recheck == (name == "demo-long")
+    easy = evaluate(engine, "easy", count, (FULL_BUDGET,), seed=101, recheck=recheck, trace=trace)[0]
+    hard = evaluate(engine, "hard", count, (FULL_BUDGET,), seed=101, recheck=recheck, trace=trace)[0]
     for summary in (easy, hard):  # every wrong reply is diagnosed (none is cut at the full budget)
         assert summary.window_hits == 0
         assert sum(summary.errors.values()) == count - round(summary.accuracy * count)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from z1mlx.microz1 import micro_label
+from z1mlx.window import HINT
 
 
 @pytest.mark.slow
@@ -85,11 +86,16 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
 
     draft = tmp_path / "draft"
     proc = subprocess.run(
-        run + ["--work", str(draft), "--style", "draft", "--draft-rows", "48", "--draft-iters", "2"], **common
+        run + ["--work", str(draft), "--style", "draft", "--draft-rows", "48", "--draft-iters", "2", "--trace", "goal"],
+        **common,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = json.loads((draft / "out" / "demo-draft" / "config.json").read_text())
     assert config["micro_z1"]["style"] == "draft" and config["hidden_size"] == 64
+    assert config["micro_z1"]["trace"] == "goal"  # the evaluation diagnoses its replies against goal traces
+    rows = [json.loads(line) for line in (draft / "data-mixed" / "train.jsonl").read_text().splitlines()]
+    traced = [r for r in rows if "\n" in r["response"] and HINT not in r["response"]]
+    assert traced and all(r["response"].startswith(r["question"].rsplit("print(", 1)[1][0] + " = ") for r in traced)
     missing = subprocess.run(run + ["--work", str(tmp_path / "x"), "--continue-from", str(tmp_path / "none")], **common)
     assert missing.returncode == 2 and "holds no trained model" in missing.stderr
 

@@ -57,6 +57,72 @@ def test_replies_end_with_the_answer_in_each_style():
     assert tasks.long_reply(program, recheck=True).count("b = a + 3 = 4 + 3 = 7") == 2
 
 
+def test_the_goal_trace_copies_the_chain_backward_then_evaluates_it_from_the_line_above():
+    rng = random.Random(8)
+    for _ in range(300):
+        program = tasks.hard_program(rng)
+        values = program.values()
+        program_lines = program.text().splitlines()
+        chain = program.chain()
+        lines = tasks.trace_lines(program, tasks.GOAL)
+        backward, forward = lines[: len(chain)], lines[len(chain) :]
+        # Backward: the printed variable's own line, then each time the line of the one before's source.
+        assert [line.split(" = ")[0] for line in backward] == chain
+        assert all(line in program_lines for line in backward)
+        assert all(a.split(" ")[2] == b.split(" ")[0] for a, b in zip(backward, backward[1:]))
+        assert backward[-1].split(" = ")[1].isdigit()  # it ends at the constant
+        # Forward: the chain from the constant up, each value looked up the last number on the line above.
+        assert [line.split(" = ")[0] for line in forward] == chain[-2::-1]
+        for above, line in zip(lines[len(chain) - 1 :], forward):
+            target, expression, looked_up, result = line.split(" = ")
+            assert int(looked_up.split(" ")[0]) == tasks.last_number(above)
+            assert int(result) == values[target] and expression.split(" ")[0] == above.split(" = ")[0]
+        # The lines that do not matter are never written; the reply ends with the answer.
+        reply = tasks.long_reply(program, trace=tasks.GOAL)
+        assert not {line.target for line in program.lines} - set(chain) & {x.split(" = ")[0] for x in lines}
+        assert run_python(program.text()) == f"{tasks.last_number(reply)}\n"
+        assert tasks.first_error(program, reply, trace=tasks.GOAL) is None
+    line = tasks.Line
+    program = tasks.Program(
+        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)),
+        "d",
+        tasks.HARD,
+    )
+    right = tasks.long_reply(program, trace=tasks.GOAL)
+    assert right == "d = b - 2\nb = a + 3\na = 4\nb = a + 3 = 4 + 3 = 7\nd = b - 2 = 7 - 2 = 5\nSo it prints d = 5."
+    assert tasks.long_reply(program, recheck=True, trace=tasks.GOAL) == (
+        right.replace("\nSo", f"\n{tasks.RECHECK}\n{right.rsplit(chr(10), 1)[0]}\nSo")
+    )
+    cases = {
+        right.replace("b = a + 3\na = 4", "b = c + 3\nc = 9"): tasks.COPY,  # the wrong line taken backward
+        right.replace("= 4 + 3", "= 9 + 3"): tasks.LOOKUP,
+        right.replace("= 7 - 2 = 5", "= 7 - 2 = 4"): tasks.ARITHMETIC,
+        tasks.long_reply(program): tasks.COPY,  # the in-order trace, from a goal model
+    }
+    for reply, where in cases.items():
+        assert tasks.first_error(program, reply, trace=tasks.GOAL) == where, reply
+    # An easy program keeps its one sentence in the mixed style; the twin traces it too.
+    easy = tasks.Program((line("m", None, "", 8), line("q", "m", "-", 8)), "q", tasks.EASY)
+    assert tasks.expected_reply(easy, trace=tasks.GOAL) == tasks.short_reply(easy)
+    assert tasks.expected_reply(easy, recheck=True, trace=tasks.GOAL).startswith("q = m - 8\nm = 8\nq = m - 8 = 8")
+
+
+def test_a_goal_dataset_has_goal_traces(tmp_path):
+    tasks.write_dataset(tmp_path / "g", 300, seed=11, trace=tasks.GOAL)
+    tasks.write_dataset(tmp_path / "o", 300, seed=11)
+    goal = [json.loads(line) for line in (tmp_path / "g" / "train.jsonl").read_text().splitlines()]
+    order = [json.loads(line) for line in (tmp_path / "o" / "train.jsonl").read_text().splitlines()]
+    first_cut = next(i for i, r in enumerate(order) if HINT in r["response"])  # the cut point's draw differs
+    assert [r["question"] for r in goal[: first_cut + 1]] == [r["question"] for r in order[: first_cut + 1]]
+    assert all(g["response"] != o["response"] for g, o in zip(goal, order[:first_cut]) if "\n" in o["response"])
+    long = [r for r in goal if "\n" in r["response"] and HINT not in r["response"]]
+    assert len(long) > 100
+    for row in long:  # the first line is the printed variable's own line
+        printed = row["question"].rsplit("print(", 1)[1].split(")")[0]
+        assert row["response"].startswith(f"{printed} = ")
+        assert row["response"].endswith(f"So it prints {printed} = {tasks.last_number(row['response'])}.")
+
+
 def test_dataset_mixes_short_and_long_and_the_twin_is_long_only(tmp_path):
     tasks.write_dataset(tmp_path / "mixed", 600, seed=11)
     tasks.write_dataset(tmp_path / "twin", 600, seed=11, style=tasks.LONG_ONLY)
@@ -219,3 +285,13 @@ def test_the_evaluation_programs_stay_the_ones_the_figures_were_measured_on():
     for kind, digest in ((tasks.EASY, "ea0e1a5e6b9be6e7"), (tasks.HARD, "18373b830d36063b")):
         text = "".join(program.text() for program in tasks.fresh_programs(kind, 200, 0))
         assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest, kind
+
+
+def test_a_model_says_its_reply_style(tmp_path):
+    from z1mlx.microz1 import reply_style
+
+    (tmp_path / "config.json").write_text(json.dumps({"micro_z1": {"style": "long-only", "trace": "goal"}}))
+    assert reply_style(tmp_path) == (True, tasks.GOAL)
+    (tmp_path / "config.json").write_text(json.dumps({"micro_z1": {"style": "mixed"}}))
+    assert reply_style(tmp_path) == (False, tasks.IN_ORDER)  # trained before the choice
+    assert reply_style(tmp_path / "none") == (False, tasks.IN_ORDER)

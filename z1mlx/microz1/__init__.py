@@ -16,6 +16,16 @@ def shipped_dir(name: str) -> Path:
     return MODELS / name
 
 
+def reply_style(path: Path) -> tuple[bool, str]:
+    """(re-checks, trace) of the micro-Z1 model in `path`: whether it is the long-only twin, and
+    how its traces walk a program (`tasks.TRACES`; models trained before the choice: in order)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text()).get("micro_z1", {})
+    except (OSError, json.JSONDecodeError):
+        config = {}
+    return config.get("style") == "long-only", config.get("trace", "in-order")
+
+
 def parameter_count(config: dict) -> int:
     """Parameters of a Qwen2 model with tied embeddings, from its config."""
     h, inter, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]

@@ -168,14 +168,7 @@ def grow_model(source: Path, out: Path, layers: int, seed: int = 0) -> Path:
     missing = set(fresh) - set(grown)
     if missing:
         raise RuntimeError(f"growing {source}: no weights for {sorted(missing)[:3]}")
-    out.mkdir(parents=True, exist_ok=True)
-    skipped = ("config.json", "model.safetensors.index.json", "z1mlx.json")
-    for path in source.iterdir():  # the tokenizer, its chat template, the generation settings
-        if path.suffix in (".json", ".jinja") and path.name not in skipped:
-            (out / path.name).write_bytes(path.read_bytes())
-    mx.save_safetensors(str(out / "model.safetensors"), grown, metadata={"format": "mlx"})
-    (out / "config.json").write_text(json.dumps(grown_config, indent=2))
-    return out
+    return _write_model(source, out, grown, grown_config)
 
 
 def float32_copy(source: Path, out: Path) -> Path:
@@ -192,10 +185,18 @@ def float32_copy(source: Path, out: Path) -> Path:
     weights = {name: value.astype(mx.float32) for name, value in flat}
     config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
     config["torch_dtype"] = "float32"
+    return _write_model(source, out, weights, config)
+
+
+def _write_model(source: Path, out: Path, weights: dict, config: dict) -> Path:
+    """`out` as a model directory: these weights and config, and the source's tokenizer, chat
+    template and generation settings (not its weights, their index or the store's record)."""
+    import mlx.core as mx
+
     out.mkdir(parents=True, exist_ok=True)
-    skipped = ("config.json", "model.safetensors", "model.safetensors.index.json", "z1mlx.json")
-    for path in source.iterdir():  # the tokenizer, its chat template, the generation settings
-        if path.is_file() and path.name not in skipped:
+    skipped = ("config.json", "model.safetensors.index.json", "z1mlx.json")
+    for path in source.iterdir():
+        if path.suffix in (".json", ".jinja") and path.name not in skipped:
             (out / path.name).write_bytes(path.read_bytes())
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
     (out / "config.json").write_text(json.dumps(config, indent=2))

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from ..prompts import solve_messages
 from ..window import ShiftedWindow
-from .tasks import ERRORS, Program, first_error, fresh_programs, last_number
+from .tasks import ERRORS, IN_ORDER, Program, first_error, fresh_programs, last_number
 
 FULL_BUDGET = 512  # covers the longest trace of either model
 ANSWER_TOKENS = 24
@@ -49,7 +49,9 @@ def messages_for(program: Program, rendering: str = "solve") -> list[dict]:
     return [{"role": "user", "content": program.text().rstrip("\n")}]
 
 
-def run_one(engine, program: Program, budget: int, rendering: str = "solve", recheck: bool = False) -> Outcome:
+def run_one(
+    engine, program: Program, budget: int, rendering: str = "solve", recheck: bool = False, trace: str = IN_ORDER
+) -> Outcome:
     from ..events import Done
 
     window = ShiftedWindow(budget=budget, answer_tokens=ANSWER_TOKENS)
@@ -58,10 +60,10 @@ def run_one(engine, program: Program, budget: int, rendering: str = "solve", rec
         if isinstance(event, Done):
             result = event.result
     assert result is not None
-    return outcome_of(result, program, recheck)
+    return outcome_of(result, program, recheck, trace)
 
 
-def outcome_of(result, program: Program, recheck: bool = False) -> Outcome:
+def outcome_of(result, program: Program, recheck: bool = False, trace: str = IN_ORDER) -> Outcome:
     number = last_number(result.text)
     answered = last_number(result.answer_text) is not None if result.window_hit else number is not None
     correct = number == program.answer()
@@ -71,7 +73,7 @@ def outcome_of(result, program: Program, recheck: bool = False) -> Outcome:
         window_hit=result.window_hit,
         answered=answered,
         trace=result.thinking_text.strip().count("\n") >= 1,
-        error=first_error(program, result.text, recheck) if not correct and not result.window_hit else None,
+        error=first_error(program, result.text, recheck, trace) if not correct and not result.window_hit else None,
     )
 
 
@@ -91,16 +93,24 @@ def summarize(kind: str, budget: int, outcomes: list[Outcome]) -> Summary:
 
 
 def evaluate(
-    engine, kind: str, count: int, budgets=(FULL_BUDGET,), seed: int = 0, rendering: str = "solve", recheck=False
+    engine,
+    kind: str,
+    count: int,
+    budgets=(FULL_BUDGET,),
+    seed: int = 0,
+    rendering: str = "solve",
+    recheck: bool = False,
+    trace: str = IN_ORDER,
 ):
     """One `Summary` per budget, on `count` fresh programs of `kind`; every budget of a program
     comes from one phase 1 (`Engine.sweep`), each equal to a separate run with that budget.
-    `recheck`: the model is the long-only twin (its wrong replies are diagnosed against its style)."""
+    `recheck`, `trace`: the model's reply style (the long-only twin re-checks; how its trace walks
+    the program), against which its wrong replies are diagnosed (`reply_style` reads both)."""
     programs = fresh_programs(kind, count, seed)
     window = ShiftedWindow(budget=max(budgets), answer_tokens=ANSWER_TOKENS)
     outcomes: dict[int, list[Outcome]] = {b: [] for b in budgets}
     for program in programs:
         results, _ = engine.sweep(engine.chat_prompt(messages_for(program, rendering)), window, list(budgets))
         for budget in budgets:
-            outcomes[budget].append(outcome_of(results[budget], program, recheck))
+            outcomes[budget].append(outcome_of(results[budget], program, recheck, trace))
     return [summarize(kind, b, outcomes[b]) for b in budgets]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from . import MODELS
 from .build import MicroSpec, build_fresh_model, check_tokenizer, float32_copy, grow_model
-from .tasks import LONG_ONLY, MIXED, tokenizer_corpus, write_dataset
+from .tasks import IN_ORDER, LONG_ONLY, MIXED, TRACES, tokenizer_corpus, write_dataset
 
 DRAFT = "draft"  # the demo's draft for speculative decoding: a far smaller model, the same data
 
@@ -111,7 +111,7 @@ def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size:
     )
 
 
-def convert(work: Path, style: str, q_bits: int | None, env: dict) -> Path:
+def convert(work: Path, style: str, q_bits: int | None, env: dict, trace: str = IN_ORDER) -> Path:
     name = NAMES[style]
     source = work / "home" / "models" / f"{name}-float32"
     out = work / "out" / name
@@ -119,7 +119,7 @@ def convert(work: Path, style: str, q_bits: int | None, env: dict) -> Path:
     subprocess.run(z1_command("convert", str(source), "--out", str(out), "--force", *quant), env=env, check=True)
     config_path = out / "config.json"
     config = json.loads(config_path.read_text())
-    config["micro_z1"] = {**config.get("micro_z1", {}), "style": style}
+    config["micro_z1"] = {**config.get("micro_z1", {}), "style": style, "trace": trace}
     config_path.write_text(json.dumps(config, indent=2))
     return out
 
@@ -186,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         help="share of the HARD training rows whose chain lookups reach 1, 2 or 3 lines back, evenly, so that "
         "recency does not tell a value (default 0: the evaluation's layout)",
     )
+    p.add_argument(
+        "--trace",
+        choices=TRACES,
+        default=IN_ORDER,
+        help="how a HARD trace walks the program: every line in order, or the printed variable's chain "
+        "backward from the print, then evaluated forward (default in-order)",
+    )
     args = p.parse_args(argv)
     if not 0.0 <= args.spread_share <= 1.0:
         p.error(f"--spread-share {args.spread_share}: a share is between 0 and 1")
@@ -211,16 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         # from the models this stage fuses; the rows come from seeds the earlier stage never used.
         seed_offset = STAGE_SEED_OFFSET * (args.stage - 1)
         for style in styles:
-            if args.from_shipped:
-                if not (MODELS / NAMES[style] / "config.json").is_file():
-                    log(f"{MODELS / NAMES[style]} holds no shipped model")
-                    return 2
-                earlier = float32_copy(MODELS / NAMES[style], work / f"shipped-{NAMES[style]}")
-            else:
-                earlier = args.continue_from.absolute() / "home" / "models" / f"{NAMES[style]}-float32"
+            earlier = (
+                MODELS / NAMES[style]
+                if args.from_shipped
+                else args.continue_from.absolute() / "home" / "models" / f"{NAMES[style]}-float32"
+            )
             if not (earlier / "config.json").is_file():
-                log(f"{earlier} holds no trained model (run the first stage there)")
+                log(f"{earlier} holds no trained model" + ("" if args.from_shipped else " (run the first stage there)"))
                 return 2
+            if args.from_shipped:
+                earlier = float32_copy(earlier, work / f"shipped-{NAMES[style]}")
             bases[style] = work / f"init-{NAMES[style]}"
             shutil.rmtree(bases[style], ignore_errors=True)
             if args.grow_layers is None:
@@ -247,7 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         rows, _ = sizes[style]
         seed = DEFAULTS[style]["seed"] + seed_offset
         log(f"writing {rows} {data_style(style)} rows (seed {seed}) to {work / f'data-{style}'}")
-        write_dataset(work / f"data-{style}", rows, seed=seed, style=data_style(style), spread_share=args.spread_share)
+        write_dataset(
+            work / f"data-{style}",
+            rows,
+            seed=seed,
+            style=data_style(style),
+            spread_share=args.spread_share,
+            trace=args.trace,
+        )
     for style in styles:  # a rerun starts these from scratch
         shutil.rmtree(work / f"run-{style}", ignore_errors=True)
         shutil.rmtree(work / "home" / "models" / f"{NAMES[style]}-float32", ignore_errors=True)
@@ -281,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         return 1
     for style in styles:
-        out = convert(work, style, args.q_bits or None, child_env(work, None))
+        out = convert(work, style, args.q_bits or None, child_env(work, None), trace=args.trace)
         log(f"{NAMES[style]}: {out}")
         if args.install:
             target = MODELS / NAMES[style]

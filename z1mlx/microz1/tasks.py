@@ -41,6 +41,13 @@ CUT_SHARE = 0.15
 # typed as a chat message (`z1 chat`, `z1 serve`).
 RENDERINGS = ("solve", "chat")
 RECHECK = "Let me check it again."
+# How a HARD trace walks the program. IN_ORDER: every line, top to bottom, each evaluated
+# (a value is looked up wherever its line is, up to 7 lines above). GOAL: the printed
+# variable's chain copied from the program backward (each line is the one that assigns the
+# previous line's source), then evaluated forward from the constant, so each value looked up
+# is on the line just above; the lines that do not matter are never written.
+IN_ORDER, GOAL = "in-order", "goal"
+TRACES = (IN_ORDER, GOAL)
 
 
 @dataclass(frozen=True)
@@ -195,26 +202,39 @@ def short_reply(program: Program) -> str:
     return f"It prints {step_text(line, values)}."
 
 
-def trace_lines(program: Program) -> list[str]:
+def trace_lines(program: Program, trace: str = IN_ORDER) -> list[str]:
+    """The trace's lines: every line evaluated in order (`IN_ORDER`), or (`GOAL`) the chain
+    copied backward from the printed variable to its constant, then evaluated forward:
+
+        q = g + 3          (backward: the printed variable's line, then its source's, ...)
+        g = c - 3
+        c = 16
+        g = c - 3 = 16 - 3 = 13      (forward: each value is the line above's)
+        q = g + 3 = 13 + 3 = 16
+    """
     values = program.values()
-    return [step_text(line, values) for line in program.lines]
+    if trace == IN_ORDER:
+        return [step_text(line, values) for line in program.lines]
+    by_target = {line.target: line for line in program.lines}
+    chain = [by_target[name] for name in program.chain()]
+    return [line.text() for line in chain] + [step_text(line, values) for line in reversed(chain[:-1])]
 
 
-def long_reply(program: Program, recheck: bool = False) -> str:
+def long_reply(program: Program, recheck: bool = False, trace: str = IN_ORDER) -> str:
     """The trace, then `So it prints x = V.`; with `recheck` (the long-only twin), the whole
     trace again before the sentence, as a model trained only on long trajectories verifies."""
-    parts = trace_lines(program)
+    parts = trace_lines(program, trace)
     if recheck:
-        parts += [RECHECK, *trace_lines(program)]
+        parts += [RECHECK, *trace_lines(program, trace)]
     parts.append(f"So it prints {program.printed} = {program.answer()}.")
     return "\n".join(parts)
 
 
-def expected_reply(program: Program, recheck: bool = False) -> str:
+def expected_reply(program: Program, recheck: bool = False, trace: str = IN_ORDER) -> str:
     """The reply a model trained on this style gives: the twin (`recheck`) traces every problem."""
     if program.kind == EASY and not recheck:
         return short_reply(program)
-    return long_reply(program, recheck=recheck)
+    return long_reply(program, recheck=recheck, trace=trace)
 
 
 CutRule = Callable[[str, int], bool]
@@ -234,14 +254,16 @@ def _space_follows(text: str, i: int) -> bool:
     return text[i] in " \n"
 
 
-def cut_reply(program: Program, rng: random.Random, recheck: bool = False, cut_at: CutRule = _token_ends) -> str:
+def cut_reply(
+    program: Program, rng: random.Random, recheck: bool = False, cut_at: CutRule = _token_ends, trace: str = IN_ORDER
+) -> str:
     """A trace cut after a random whole token (`_token_ends`), the hint, then the answer
     sentence: its ids are the trace's own, then the hint's, as the window appends them."""
-    lines = trace_lines(program)
-    trace = "\n".join(lines + [RECHECK, *lines] if recheck else lines)
-    cuts = [i for i in range(1, len(trace)) if cut_at(trace, i)] + [len(trace)]
+    lines = trace_lines(program, trace)
+    text = "\n".join(lines + [RECHECK, *lines] if recheck else lines)
+    cuts = [i for i in range(1, len(text)) if cut_at(text, i)] + [len(text)]
     cut = rng.choice(cuts[: max(1, len(cuts) - 1)])
-    return trace[:cut] + HINT + f"It prints {program.printed} = {program.answer()}."
+    return text[:cut] + HINT + f"It prints {program.printed} = {program.answer()}."
 
 
 def question(program: Program, rendering: str) -> str:
@@ -257,7 +279,12 @@ MIXED, LONG_ONLY = "mixed", "long-only"
 
 
 def make_row(
-    rng: random.Random, style: str, easy_share: float, cut_at: CutRule = _token_ends, spread_share: float = 0.0
+    rng: random.Random,
+    style: str,
+    easy_share: float,
+    cut_at: CutRule = _token_ends,
+    spread_share: float = 0.0,
+    trace: str = IN_ORDER,
 ) -> dict:
     """One training row; `spread_share` of the HARD programs get `hard_program`'s spread layout."""
     kind = EASY if rng.random() < easy_share else HARD
@@ -267,14 +294,20 @@ def make_row(
         program = make_program(rng, kind)
     recheck = style == LONG_ONLY
     if (kind == HARD or recheck) and rng.random() < CUT_SHARE:  # every long trace may be cut
-        response = cut_reply(program, rng, recheck=recheck, cut_at=cut_at)
+        response = cut_reply(program, rng, recheck=recheck, cut_at=cut_at, trace=trace)
     else:
-        response = expected_reply(program, recheck)
+        response = expected_reply(program, recheck, trace)
     return {"question": question(program, rng.choice(RENDERINGS)), "response": response}
 
 
 def write_dataset(
-    out: Path, rows: int, seed: int, style: str = MIXED, easy_share: float = 0.3, spread_share: float = 0.0
+    out: Path,
+    rows: int,
+    seed: int,
+    style: str = MIXED,
+    easy_share: float = 0.3,
+    spread_share: float = 0.0,
+    trace: str = IN_ORDER,
 ) -> Path:
     """`out/train.jsonl` (and a small `valid.jsonl` from another seed) in Z1's format; the
     validation rows have the evaluation's layout (no spread), whatever `spread_share` is."""
@@ -286,7 +319,7 @@ def write_dataset(
         share = spread_share if name == "train" else 0.0
         with open(tmp, "w", encoding="utf-8") as f:
             for _ in range(count):
-                f.write(json.dumps(make_row(rng, style, easy_share, spread_share=share)) + "\n")
+                f.write(json.dumps(make_row(rng, style, easy_share, spread_share=share, trace=trace)) + "\n")
         tmp.replace(path)
     return out
 
@@ -312,7 +345,7 @@ ERRORS = (COPY, LOOKUP, ARITHMETIC, OTHER)
 _SENTENCE = re.compile(r"^(So it prints |It prints )")
 
 
-def first_error(program: Program, reply: str, recheck: bool = False) -> str | None:
+def first_error(program: Program, reply: str, recheck: bool = False, trace: str = IN_ORDER) -> str | None:
     """Where a reply first leaves the one it was trained to give, or None when it does not.
 
     `copy`: a program line copied wrong, or the wrong line taken (the target, its expression,
@@ -320,7 +353,7 @@ def first_error(program: Program, reply: str, recheck: bool = False) -> str | No
     after the expression, or the printed value in the final sentence); `arithmetic`: a
     line's sum or difference wrong; `other`: anything else (wording, length, the re-check).
     """
-    expected = expected_reply(program, recheck)
+    expected = expected_reply(program, recheck, trace)
     reply = reply.strip()
     if reply == expected:
         return None
