@@ -107,6 +107,55 @@ def test_the_goal_trace_copies_the_chain_backward_then_evaluates_it_from_the_lin
     assert tasks.expected_reply(easy, recheck=True, trace=tasks.GOAL).startswith("q = m - 8\nm = 8\nq = m - 8 = 8")
 
 
+def test_the_scan_trace_reads_upward_and_every_step_looks_only_at_the_line_above():
+    rng = random.Random(9)
+    for _ in range(300):
+        program = tasks.hard_program(rng)
+        values = program.values()
+        lines = tasks.trace_lines(program, tasks.SCAN)
+        assert lines[0] == f"print({program.printed}): {program.printed}"
+        scanned = [line for line in lines[1:] if not line.startswith("= ")]
+        # Upward from the print, line for line, up to the chain's constant line (the lines above it never).
+        texts = [line.text() for line in program.lines]
+        assert [line.split(": ")[0] for line in scanned] == texts[::-1][: len(scanned)]
+        assert scanned[-1].split(": ")[0] == texts[texts.index(scanned[-1].split(": ")[0])]
+        previous = lines[0].split(": ")[1]
+        for line in scanned:  # the expression changes only where the line assigns its first variable
+            text, expression = line.split(": ")
+            target, right = text.split(" = ")
+            head, rest = (previous.split(" ", 1) + [""])[:2]
+            assert expression == (f"{right} {rest}".strip() if target == head else previous)
+            previous = expression
+        assert previous.split(" ")[0].isdigit() and eval(previous) == program.answer()  # a sum of constants
+        folds = [int(line[2:].split(" ")[0]) for line in lines if line.startswith("= ")]
+        assert set(folds) <= set(values.values()) and folds[-1] == program.answer()  # chain values, 0..19
+        reply = tasks.long_reply(program, trace=tasks.SCAN)
+        assert tasks.first_error(program, reply, trace=tasks.SCAN) is None
+        assert tasks.last_number(tasks.cut_reply(program, rng, trace=tasks.SCAN)) == program.answer()
+    line = tasks.Line
+    program = tasks.Program(
+        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)),
+        "d",
+        tasks.HARD,
+    )
+    right = tasks.long_reply(program, trace=tasks.SCAN)
+    assert right == (
+        "print(d): d\nd = b - 2: b - 2\nb = a + 3: a + 3 - 2\nc = 9: a + 3 - 2\na = 4: 4 + 3 - 2\n= 7 - 2\n= 5\n"
+        "So it prints d = 5."
+    )
+    cases = {
+        right.replace("b = a + 3: a", "b = a + 3: c"): tasks.LOOKUP,  # took the wrong variable's place
+        right.replace("print(d): d", "print(d): b"): tasks.LOOKUP,
+        right.replace("b = a + 3", "b = c + 3"): tasks.COPY,  # read the line wrong
+        right.replace("a + 3 - 2\nc", "a + 3 - 3\nc"): tasks.COPY,
+        right.replace("= 7 - 2", "= 8 - 2"): tasks.ARITHMETIC,
+        right.replace("= 5\n", "= 6\n"): tasks.ARITHMETIC,
+    }
+    for reply, where in cases.items():
+        assert tasks.first_error(program, reply, trace=tasks.SCAN) == where, reply
+    assert tasks.first_error(program, tasks.long_reply(program, True, tasks.SCAN), True, tasks.SCAN) is None
+
+
 def test_a_goal_dataset_has_goal_traces(tmp_path):
     tasks.write_dataset(tmp_path / "g", 300, seed=11, trace=tasks.GOAL)
     tasks.write_dataset(tmp_path / "o", 300, seed=11)

@@ -46,8 +46,13 @@ RECHECK = "Let me check it again."
 # variable's chain copied from the program backward (each line is the one that assigns the
 # previous line's source), then evaluated forward from the constant, so each value looked up
 # is on the line just above; the lines that do not matter are never written.
-IN_ORDER, GOAL = "in-order", "goal"
-TRACES = (IN_ORDER, GOAL)
+# SCAN: the program read upward from the print, each line followed by what the printed
+# variable is so far, as an expression (`r = h + 5: h + 5 - 3`: when the line assigns the
+# expression's first variable, its right side takes that variable's place), until a constant
+# takes it; then the expression is folded left to right. Every step looks only at the line
+# being read and the line above, never up by a name.
+IN_ORDER, GOAL, SCAN = "in-order", "goal", "scan"
+TRACES = (IN_ORDER, GOAL, SCAN)
 
 
 @dataclass(frozen=True)
@@ -215,9 +220,44 @@ def trace_lines(program: Program, trace: str = IN_ORDER) -> list[str]:
     values = program.values()
     if trace == IN_ORDER:
         return [step_text(line, values) for line in program.lines]
+    if trace == SCAN:
+        return scan_lines(program)
     by_target = {line.target: line for line in program.lines}
     chain = [by_target[name] for name in program.chain()]
     return [line.text() for line in chain] + [step_text(line, values) for line in reversed(chain[:-1])]
+
+
+def _expression(head: str, tail: list[tuple[str, int]]) -> str:
+    return head + "".join(f" {op} {number}" for op, number in tail)
+
+
+def scan_lines(program: Program) -> list[str]:
+    """The scan trace (`SCAN`):
+
+    print(f): f
+    c = j + 3: f                (c is not f: the expression stays)
+    f = r - 3: r - 3            (f's right side takes f's place)
+    r = h + 5: h + 5 - 3
+    j = 15: 15 - 8 - 7 + 5 - 3  (a constant: the scan stops)
+    = 7 - 7 + 5 - 3             (folded left to right: each value is a chain value, 0..19)
+    = 2
+    """
+    head, tail = program.printed, []
+    out = [f"print({head}): {head}"]
+    for line in reversed(program.lines):
+        if line.target == head and line.source is None:
+            head = str(line.number)
+        elif line.target == head:
+            head, tail = line.source, [(line.op, line.number), *tail]
+        out.append(f"{line.text()}: {_expression(head, tail)}")
+        if head.isdigit():
+            break
+    value = int(head)
+    while tail:
+        (op, number), tail = tail[0], tail[1:]
+        value = value + number if op == "+" else value - number
+        out.append(f"= {_expression(str(value), tail)}")
+    return out
 
 
 def long_reply(program: Program, recheck: bool = False, trace: str = IN_ORDER) -> str:
@@ -371,6 +411,8 @@ def first_error(program: Program, reply: str, recheck: bool = False, trace: str 
         line, column = line[sentence.end() :], column - sentence.end()
         if sentence.group(1) == "So it prints ":  # `x = V.`: which variable, then its value
             return COPY if " = " not in line[:column] else LOOKUP
+    elif trace == SCAN and line != RECHECK:
+        return _scan_error(line, column)
     body = line.rstrip(".")
     parts = body.split(" = ")  # target, expression, looked-up values, result
     if len(parts) < 2 or column >= len(body):
@@ -381,6 +423,21 @@ def first_error(program: Program, reply: str, recheck: bool = False, trace: str 
     if len(before) == 3 and len(parts) == 4:  # in `4 + 3`: the looked-up value, then the copied rest
         return LOOKUP if len(before[2]) <= len(parts[2].split(" ")[0]) else COPY
     return ARITHMETIC
+
+
+def _scan_error(line: str, column: int) -> str:
+    """In a scan line `r = h + 5: h + 5 - 3`, the program line is copied (`copy`), then the
+    expression's first term says whether the line assigned the variable sought (the step that
+    stands for a lookup), then the rest is copied; in a fold line `= 7 - 7 + 5`, the first
+    number is a sum or difference."""
+    if line.startswith("= "):
+        first = line.find(" ", 2)
+        return ARITHMETIC if column < (first if first >= 0 else len(line)) else COPY
+    colon = line.find(": ")
+    if colon < 0 or column < colon + 2:
+        return COPY
+    first = line.find(" ", colon + 2)
+    return LOOKUP if column < (first if first >= 0 else len(line)) else COPY
 
 
 def tokenizer_corpus(rows: int = 4000, seed: int = 7) -> list[str]:
