@@ -93,7 +93,7 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     config = json.loads((draft / "out" / "demo-draft" / "config.json").read_text())
     assert config["micro_z1"]["style"] == "draft" and config["hidden_size"] == 64
     assert config["micro_z1"]["trace"] == "goal"  # the evaluation diagnoses its replies against goal traces
-    rows = [json.loads(line) for line in (draft / "data-mixed" / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (draft / "data-draft" / "train.jsonl").read_text().splitlines()]
     traced = [r for r in rows if "\n" in r["response"] and HINT not in r["response"]]
     assert traced and all(r["response"].startswith(r["question"].rsplit("print(", 1)[1][0] + " = ") for r in traced)
     missing = subprocess.run(run + ["--work", str(tmp_path / "x"), "--continue-from", str(tmp_path / "none")], **common)
