@@ -6,6 +6,7 @@
         --rows 43200 --iters 3600 --twin-rows 24000 --twin-iters 2000 --lr 3e-4         # stage 2
     python -m z1mlx.microz1.recipe --work build/mz3 --continue-from build/mz2 --stage 3 ...  # stage 3
     python -m z1mlx.microz1.recipe --work build/mz6 --from-shipped --stage 6 ...              # from the package
+    python -m z1mlx.microz1.recipe --work build/mz9 --from-shipped --stage 9 --trace goal ... # another trace
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
