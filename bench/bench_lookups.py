@@ -50,17 +50,19 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from pathlib import Path
-
     import mlx.core as mx
 
     from z1mlx.engine import Engine
-    from z1mlx.microz1 import MODELS, reply_style
+    from z1mlx.microz1 import reply_style
     from z1mlx.microz1.evaluate import messages_for
-    from z1mlx.microz1.tasks import HARD, expected_reply, fresh_programs
+    from z1mlx.microz1.tasks import HARD, SCAN, expected_reply, fresh_programs
+    from z1mlx.store import resolve_model
 
+    recheck, trace = reply_style(resolve_model(args.model))
+    if trace == SCAN:
+        print(f"bench_lookups: {args.model} writes scan traces, which look nothing up by name", file=sys.stderr)
+        return 2
     engine = Engine.load(args.model)
-    recheck, trace = reply_style(MODELS / args.model if (MODELS / args.model).is_dir() else Path(args.model))
     tokenizer = engine.tokenizer._tokenizer  # the Hugging Face tokenizer, for character offsets
 
     def ids_of(text: str) -> list[int]:

@@ -12,6 +12,18 @@ from z1mlx.microz1 import tasks
 from z1mlx.prompts import solve_messages
 from z1mlx.window import HINT
 
+# a = 4 / c = 9 / b = a + 3 / d = b - 2 / print(d): a chain of three and a line that does not matter.
+FOUR_LINES = tasks.Program(
+    (
+        tasks.Line("a", None, "", 4),
+        tasks.Line("c", None, "", 9),
+        tasks.Line("b", "a", "+", 3),
+        tasks.Line("d", "b", "-", 2),
+    ),
+    "d",
+    tasks.HARD,
+)
+
 
 def run_python(source: str) -> str:
     out = io.StringIO()
@@ -83,11 +95,7 @@ def test_the_goal_trace_copies_the_chain_backward_then_evaluates_it_from_the_lin
         assert run_python(program.text()) == f"{tasks.last_number(reply)}\n"
         assert tasks.first_error(program, reply, trace=tasks.GOAL) is None
     line = tasks.Line
-    program = tasks.Program(
-        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)),
-        "d",
-        tasks.HARD,
-    )
+    program = FOUR_LINES
     right = tasks.long_reply(program, trace=tasks.GOAL)
     assert right == "d = b - 2\nb = a + 3\na = 4\nb = a + 3 = 4 + 3 = 7\nd = b - 2 = 7 - 2 = 5\nSo it prints d = 5."
     assert tasks.long_reply(program, recheck=True, trace=tasks.GOAL) == (
@@ -118,7 +126,8 @@ def test_the_scan_trace_reads_upward_and_every_step_looks_only_at_the_line_above
         # Upward from the print, line for line, up to the chain's constant line (the lines above it never).
         texts = [line.text() for line in program.lines]
         assert [line.split(": ")[0] for line in scanned] == texts[::-1][: len(scanned)]
-        assert scanned[-1].split(": ")[0] == texts[texts.index(scanned[-1].split(": ")[0])]
+        constant = next(line for line in program.lines if line.target == program.chain()[-1])
+        assert scanned[-1].split(": ")[0] == constant.text()
         previous = lines[0].split(": ")[1]
         for line in scanned:  # the expression changes only where the line assigns its first variable
             text, expression = line.split(": ")
@@ -132,12 +141,7 @@ def test_the_scan_trace_reads_upward_and_every_step_looks_only_at_the_line_above
         reply = tasks.long_reply(program, trace=tasks.SCAN)
         assert tasks.first_error(program, reply, trace=tasks.SCAN) is None
         assert tasks.last_number(tasks.cut_reply(program, rng, trace=tasks.SCAN)) == program.answer()
-    line = tasks.Line
-    program = tasks.Program(
-        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)),
-        "d",
-        tasks.HARD,
-    )
+    program = FOUR_LINES
     right = tasks.long_reply(program, trace=tasks.SCAN)
     assert right == (
         "print(d): d\nd = b - 2: b - 2\nb = a + 3: a + 3 - 2\nc = 9: a + 3 - 2\na = 4: 4 + 3 - 2\n= 7 - 2\n= 5\n"
@@ -203,11 +207,7 @@ def test_evaluation_programs_are_not_training_programs(tmp_path):
 
 def test_a_wrong_reply_is_diagnosed_where_it_first_goes_wrong():
     line = tasks.Line
-    program = tasks.Program(
-        (line("a", None, "", 4), line("c", None, "", 9), line("b", "a", "+", 3), line("d", "b", "-", 2)),
-        "d",
-        tasks.HARD,
-    )
+    program = FOUR_LINES
     right = tasks.long_reply(program)
     assert right == "a = 4\nc = 9\nb = a + 3 = 4 + 3 = 7\nd = b - 2 = 7 - 2 = 5\nSo it prints d = 5."
     cases = {

@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         "--trace",
         choices=TRACES,
         default=IN_ORDER,
-        help="how a HARD trace walks the program: every line in order, or the printed variable's chain "
-        "backward from the print, then evaluated forward (default in-order)",
+        help="how a HARD trace walks the program: every line in order; goal: the printed variable's chain "
+        "copied backward, then evaluated forward; scan: read upward from the print, carrying its expression "
+        "(default in-order)",
     )
     args = p.parse_args(argv)
     if not 0.0 <= args.spread_share <= 1.0:

@@ -246,9 +246,10 @@ def scan_lines(program: Program) -> list[str]:
     tail: list[tuple[str, int]] = []
     out = [f"print({head}): {head}"]
     for line in reversed(program.lines):
-        if line.target == head:
-            head = str(line.number) if line.source is None else line.source
-            tail = tail if line.source is None else [(line.op, line.number), *tail]
+        if line.target == head and line.source is None:
+            head = str(line.number)
+        elif line.target == head and line.source is not None:
+            head, tail = line.source, [(line.op, line.number), *tail]
         out.append(f"{line.text()}: {_expression(head, tail)}")
         if head.isdigit():
             break
