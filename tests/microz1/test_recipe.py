@@ -115,3 +115,40 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     both_flags = ["--work", str(tmp_path / "w"), "--from-shipped", "--continue-from", str(later)]
     both = subprocess.run(run + both_flags, **common)
     assert both.returncode == 2 and "--from-shipped and --continue-from: a later stage goes on from one" in both.stderr
+
+
+def test_the_openblas_kernel_set_follows_the_cpu_flags(tmp_path):
+    from z1mlx.microz1.recipe import cpu_flags, openblas_core
+
+    avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
+    assert openblas_core(frozenset(avx512 | {"avx2", "fma"})) == "SkylakeX"
+    assert openblas_core(frozenset({"avx512f", "avx2", "fma"})) == "Haswell"  # AVX-512 without BW/DQ/VL
+    assert openblas_core(frozenset({"sse3", "avx"})) is None
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse3 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "sse3", "avx2", "fma"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Debian's OpenBLAS preload is Linux-only")
+def test_the_training_children_get_the_kernel_set_the_cpu_runs(tmp_path, monkeypatch):
+    from z1mlx.microz1.recipe import OPENBLAS, child_env, cpu_flags, openblas_core
+
+    core = openblas_core(cpu_flags())
+    if core is None or not OPENBLAS.is_file():
+        pytest.skip("no Debian OpenBLAS, or a CPU with neither AVX2 nor AVX-512")
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    env = child_env(tmp_path, 1)
+    assert env["OPENBLAS_CORETYPE"] == core and env["LD_PRELOAD"] == str(OPENBLAS)
+    # OpenBLAS itself says which kernels it loaded: the ones named, in the child mlx trains in.
+    proc = subprocess.run(
+        [sys.executable, "-c", "import mlx.core as mx; mx.eval(mx.ones((64, 64)) @ mx.ones((64, 64)))"],
+        env={**env, "OPENBLAS_VERBOSE": "2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and f"Core: {core}" in proc.stderr.splitlines(), proc.stderr
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # a choice made outside is kept
+    assert child_env(tmp_path, 1)["OPENBLAS_CORETYPE"] == "Haswell"
