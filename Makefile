@@ -49,6 +49,7 @@ bench:
 	$(PYTHON) bench/bench_engine.py
 	$(PYTHON) bench/bench_chat.py
 	$(PYTHON) bench/bench_finetune.py
+	$(PYTHON) bench/bench_blas.py
 	$(PYTHON) bench/bench_serve.py
 
 ci: lint typecheck layers test
