@@ -7,7 +7,7 @@ the CPU runs (`OPENBLAS_CORETYPE`, from /proc/cpuinfo). This trains micro-Z1's f
 prints each run's tokens/s (the trainer's own, averaged over the reports after the first) and
 the ratio. On a CPU that OpenBLAS knows, the ratio is about 1.
 
-    python bench/bench_blas.py                   # goal: >= 1 (2.1x measured on a 2-core Xeon)
+    python bench/bench_blas.py                   # goal: >= 1 (2.25x measured on a 2-core Xeon)
     python bench/bench_blas.py --iters 60 --rounds 2
 """
 

@@ -84,7 +84,7 @@ def openblas_core(flags: frozenset[str]) -> str | None:
     Debian's OpenBLAS (0.3.21) does not know every newer x86 CPU; where it does not, it falls
     back to its generic Prescott kernels. Measured on a 2-core Xeon it did not know: float32
     matrix products 15-25 GFLOP/s (SkylakeX kernels: 85-100), and `z1 finetune` of micro-Z1's
-    fresh model 344 tokens/s (SkylakeX: 736, the same losses to the last digit shown).
+    fresh model 322 tokens/s (SkylakeX: 724, the same losses; `bench/bench_blas.py`).
     """
     if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
         return "SkylakeX"
@@ -95,12 +95,12 @@ def openblas_core(flags: frozenset[str]) -> str | None:
 
 def child_env(work: Path, threads: int | None) -> dict:
     env = {**os.environ, "Z1MLX_HOME": str(work / "home"), "HF_HUB_OFFLINE": "1"}
-    if sys.platform.startswith("linux") and OPENBLAS.is_file() and "LD_PRELOAD" not in env:
-        env["LD_PRELOAD"] = str(OPENBLAS)
-    if sys.platform.startswith("linux") and "OPENBLAS_CORETYPE" not in env:
+    if sys.platform.startswith("linux"):
+        if OPENBLAS.is_file() and "LD_PRELOAD" not in env:
+            env["LD_PRELOAD"] = str(OPENBLAS)
         core = openblas_core(cpu_flags())
         if core:
-            env["OPENBLAS_CORETYPE"] = core
+            env.setdefault("OPENBLAS_CORETYPE", core)  # a choice made outside is kept
     if threads:
         env["OPENBLAS_NUM_THREADS"] = str(threads)
     return env
