@@ -1,0 +1,148 @@
+"""Does a fresh model of micro-Z1's shape learn to find a value by its name, and how soon?
+
+Trains a fresh Qwen2 model (micro-Z1's tokenizer, tied embeddings, Adam with warmup and
+cosine decay, float32) on one recall task alone, and prints, every `--every` steps, how often
+its top token is the right value on 200 fresh rows (teacher-forced; loss only on the reply):
+
+- `constants`: micro-Z1's EASY case that only a name settles, `z = 11`, `y = 6`, `print(z)`,
+  then `It prints z = 11.`; picking either line at random scores about 66% here, because the
+  first token of two values is often the same (`1` of 10-19).
+- `pairs`: four letter-digit pairs and a letter, `a3 k7 c1 q9 k` -> `7` (the bare
+  associative recall); picking any of the four digits scores about 30%.
+
+    python bench/bench_recall.py [--task constants] [--layers 4] [--width 128] [--lr 1e-3]
+                                 [--batch 16] [--steps 1500] [--every 250] [--seed 0]
+"""
+
+import argparse
+import random
+import sys
+import time
+from functools import partial
+
+CONSTANTS, PAIRS = "constants", "pairs"
+
+
+def constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
+    """(token ids, where the reply starts, where the looked-up value's first token is)."""
+    from z1mlx.microz1.tasks import LETTERS
+
+    names = rng.sample(LETTERS, 2)
+    numbers = [rng.randint(0, 19) for _ in names]
+    name = rng.choice(names)
+    head = f"{names[0]} = {numbers[0]}\n{names[1]} = {numbers[1]}\nprint({name})\n"
+    before = f"It prints {name} = "
+    encoded = tokenizer(head + before + f"{numbers[names.index(name)]}.", add_special_tokens=False)
+    return encoded["input_ids"], encoded.char_to_token(len(head)), encoded.char_to_token(len(head + before))
+
+
+def pairs_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
+    letters = [tokenizer.convert_tokens_to_ids(c) for c in "abcdefghijklmnopqrstuvwxyz"]
+    digits = [tokenizer.convert_tokens_to_ids(c) for c in "0123456789"]
+    keys = rng.sample(letters, 4)
+    values = [rng.choice(digits) for _ in keys]
+    ids = [token for pair in zip(keys, values) for token in pair]
+    pick = rng.randrange(4)
+    ids += [keys[pick], values[pick]]
+    return ids, len(ids) - 1, len(ids) - 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=(CONSTANTS, PAIRS), default=CONSTANTS)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=128, help="hidden size; heads of 32, key/value heads of 64")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for flag in ("layers", "batch", "steps", "every"):
+        if getattr(args, flag) < 1:
+            print(f"bench_recall: --{flag} must be at least 1", file=sys.stderr)
+            return 2
+    if args.width < 64 or args.width % 64:
+        print("bench_recall: --width must be a multiple of 64", file=sys.stderr)
+        return 2
+
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import qwen2
+    from transformers import AutoTokenizer
+
+    from z1mlx.microz1 import MODELS
+
+    tokenizer = AutoTokenizer.from_pretrained(str(MODELS / "demo"))
+    make_row = partial(constants_row if args.task == CONSTANTS else pairs_row, tokenizer=tokenizer)
+    config = qwen2.ModelArgs(
+        model_type="qwen2",
+        hidden_size=args.width,
+        num_hidden_layers=args.layers,
+        intermediate_size=args.width * 8 // 3,
+        num_attention_heads=args.width // 32,
+        num_key_value_heads=args.width // 64,
+        rms_norm_eps=1e-6,
+        vocab_size=len(tokenizer),
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+    )
+    mx.random.seed(args.seed)
+    model = qwen2.Model(config)
+    warmup = min(100, args.steps // 10)
+    schedule = optim.join_schedules(
+        [optim.linear_schedule(args.lr / 100, args.lr, warmup), optim.cosine_decay(args.lr, args.steps, args.lr / 10)],
+        [warmup],
+    )
+    optimizer = optim.Adam(learning_rate=schedule)
+
+    def batch(rng: random.Random):
+        rows = [make_row(rng) for _ in range(args.batch)]
+        width = max(len(ids) for ids, _, _ in rows)
+        tokens = [ids + [0] * (width - len(ids)) for ids, _, _ in rows]
+        mask = [[float(start <= j + 1 < len(ids)) for j in range(width - 1)] for ids, start, _ in rows]
+        return mx.array(tokens), mx.array(mask)
+
+    def loss_fn(model, tokens, mask):
+        losses = nn.losses.cross_entropy(model(tokens[:, :-1]), tokens[:, 1:]) * mask
+        return losses.sum() / mask.sum()
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    state = [model.state, optimizer.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(tokens, mask):
+        loss, grads = loss_and_grad(model, tokens, mask)
+        optimizer.update(model, grads)
+        return loss
+
+    def accuracy() -> float:
+        rng = random.Random(f"recall-eval-{args.task}")
+        right = 0
+        for _ in range(200):
+            ids, _, site = make_row(rng)
+            predicted = mx.argmax(model(mx.array([ids]))[0], axis=-1).tolist()
+            right += predicted[site - 1] == ids[site]
+        return right / 200
+
+    parameters = sum(value.size for _, value in tree_flatten(model.parameters()))
+    print(
+        f"{args.task}: {args.layers} layers x {args.width} ({parameters / 1e6:.2f}M parameters), "
+        f"lr {args.lr:g}, batches of {args.batch}, seed {args.seed}"
+    )
+    rng = random.Random(f"recall-train-{args.task}-{args.seed}")
+    start, running = time.time(), None
+    for index in range(1, args.steps + 1):
+        loss = step(*batch(rng))
+        mx.eval(state, loss)
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if index % args.every == 0 or index == args.steps:
+            seconds = time.time() - start
+            print(f"  step {index:6d}  loss {running:.3f}  recall {accuracy():6.1%}  {seconds:5.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
