@@ -25,15 +25,14 @@ CONSTANTS, PAIRS = "constants", "pairs"
 
 def constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
     """(token ids, where the reply starts, where the looked-up value's first token is)."""
-    from z1mlx.microz1.tasks import LETTERS
+    from z1mlx.microz1.tasks import EASY, LETTERS, Line, Program, short_reply
 
-    names = rng.sample(LETTERS, 2)
-    numbers = [rng.randint(0, 19) for _ in names]
-    name = rng.choice(names)
-    head = f"{names[0]} = {numbers[0]}\n{names[1]} = {numbers[1]}\nprint({name})\n"
-    before = f"It prints {name} = "
-    encoded = tokenizer(head + before + f"{numbers[names.index(name)]}.", add_special_tokens=False)
-    return encoded["input_ids"], encoded.char_to_token(len(head)), encoded.char_to_token(len(head + before))
+    lines = tuple(Line(name, None, "", rng.randint(0, 19)) for name in rng.sample(LETTERS, 2))
+    program = Program(lines, rng.choice(lines).target, EASY)
+    head, reply = program.text(), short_reply(program)
+    encoded = tokenizer(head + reply, add_special_tokens=False)
+    value_at = len(head) + len(f"It prints {program.printed} = ")
+    return encoded["input_ids"], encoded.char_to_token(len(head)), encoded.char_to_token(value_at)
 
 
 def pairs_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
@@ -73,24 +72,22 @@ def main(argv=None) -> int:
     from mlx_lm.models import qwen2
     from transformers import AutoTokenizer
 
+    from z1mlx.convert.demo import qwen2_config
     from z1mlx.microz1 import MODELS
+    from z1mlx.microz1.build import MicroSpec
 
     tokenizer = AutoTokenizer.from_pretrained(str(MODELS / "demo"))
     make_row = partial(constants_row if args.task == CONSTANTS else pairs_row, tokenizer=tokenizer)
-    config = qwen2.ModelArgs(
-        model_type="qwen2",
+    spec = MicroSpec(
         hidden_size=args.width,
         num_hidden_layers=args.layers,
-        intermediate_size=args.width * 8 // 3,
         num_attention_heads=args.width // 32,
         num_key_value_heads=args.width // 64,
-        rms_norm_eps=1e-6,
-        vocab_size=len(tokenizer),
-        rope_theta=10000.0,
-        tie_word_embeddings=True,
+        intermediate_size=args.width * 8 // 3,
     )
+    config = qwen2_config(spec, len(tokenizer), rope_theta=10000.0, tie_word_embeddings=True)
     mx.random.seed(args.seed)
-    model = qwen2.Model(config)
+    model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
     warmup = min(100, args.steps // 10)
     schedule = optim.join_schedules(
         [optim.linear_schedule(args.lr / 100, args.lr, warmup), optim.cosine_decay(args.lr, args.steps, args.lr / 10)],
