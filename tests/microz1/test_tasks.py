@@ -326,6 +326,37 @@ def test_spread_rows_are_training_rows_only_and_a_zero_share_changes_no_row(tmp_
     assert any(max(d) >= 4 or len(d) >= 4 for d in valid)  # chains of 5-6 or lookups past 3 lines
 
 
+def test_two_constant_rows_are_training_rows_only_and_a_zero_share_changes_no_row(tmp_path):
+    tasks.write_dataset(tmp_path / "plain", 400, seed=5)
+    tasks.write_dataset(tmp_path / "zero", 400, seed=5, recall_share=0.0)
+    tasks.write_dataset(tmp_path / "recall", 400, seed=5, recall_share=0.5)
+    tasks.write_dataset(tmp_path / "twin", 400, seed=5, recall_share=0.5, style=tasks.LONG_ONLY)
+    for split in ("train", "valid"):
+        assert (tmp_path / "plain" / f"{split}.jsonl").read_text() == (tmp_path / "zero" / f"{split}.jsonl").read_text()
+    # validation keeps the evaluation's mix, whatever the share
+    assert (tmp_path / "plain" / "valid.jsonl").read_text() == (tmp_path / "recall" / "valid.jsonl").read_text()
+
+    def constants(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        found = []
+        for row in rows:
+            program = program_of(row["question"])
+            assert run_python(program.text()) == f"{program.answer()}\n"
+            assert tasks.last_number(row["response"]) == program.answer()
+            if program.kind == tasks.EASY and len(program.lines) == 2 and program.lines[1].source is None:
+                found.append((program, row["response"]))
+        return len(rows), found
+
+    total, plain = constants(tmp_path / "plain" / "train.jsonl")
+    assert len(plain) / total < 0.12  # the family's own mix: about 6% of the rows
+    total, extra = constants(tmp_path / "recall" / "train.jsonl")
+    assert 0.45 < len(extra) / total < 0.65  # half the rows drawn as two constants, plus the mix's own
+    assert all(reply == tasks.short_reply(program) for program, reply in extra)  # the mixed set's one sentence
+    total, twin = constants(tmp_path / "twin" / "train.jsonl")
+    assert 0.45 < len(twin) / total < 0.65
+    assert all(tasks.RECHECK in reply or HINT in reply for _, reply in twin)  # a long trace, or one cut
+
+
 def test_the_evaluation_programs_stay_the_ones_the_figures_were_measured_on():
     """figures.json and every stage's seeds assume these exact programs: a change to how a
     program is drawn (even the order of the random draws) would change them."""

@@ -221,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         "recency does not tell a value (default 0: the evaluation's layout)",
     )
     p.add_argument(
+        "--recall-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of the training rows that are EASY programs of two constants (`z = 11`, `y = 6`, "
+        "`print(z)`), where only the printed name tells the value (default 0: the family's own mix)",
+    )
+    p.add_argument(
         "--trace",
         choices=TRACES,
         default=IN_ORDER,
@@ -231,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0.0 <= args.spread_share <= 1.0:
         p.error(f"--spread-share {args.spread_share}: a share is between 0 and 1")
+    if not 0.0 <= args.recall_share <= 1.0:
+        p.error(f"--recall-share {args.recall_share}: a share is between 0 and 1")
     if args.stage < 2:
         p.error(f"--stage {args.stage}: a later stage is 2 or more (the first stage has no --continue-from)")
     if args.from_shipped and args.continue_from:
@@ -296,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             style=data_style(style),
             spread_share=args.spread_share,
             trace=args.trace,
+            recall_share=args.recall_share,
         )
     for style in styles:  # a rerun starts these from scratch
         shutil.rmtree(work / f"run-{style}", ignore_errors=True)

@@ -128,12 +128,16 @@ def _line(rng: random.Random, target: str, source: str | None, values: dict[str,
     return Line(target, source, op, rng.randint(1, min(9, limit)))
 
 
-def easy_program(rng: random.Random) -> Program:
+def easy_program(rng: random.Random, constants: bool = False) -> Program:
+    """1-2 lines; `constants`: two constant lines (`z = 11`, `y = 6`, `print(z)`), the EASY case
+    where only the printed name tells which line's value is printed."""
     names = rng.sample(LETTERS, 2)
     values: dict[str, int] = {}
     lines = [_line(rng, names[0], None, values)]
     values[names[0]] = lines[0].number
-    if rng.random() < 0.5:
+    if constants:
+        lines.append(_line(rng, names[1], None, values))
+    elif rng.random() < 0.5:
         source = names[0] if rng.random() < 0.6 else None
         lines.append(_line(rng, names[1], source, values))
     printed = rng.choice([line.target for line in lines])
@@ -326,13 +330,16 @@ def make_row(
     cut_at: CutRule = _token_ends,
     spread_share: float = 0.0,
     trace: str = IN_ORDER,
+    recall_share: float = 0.0,
 ) -> dict:
-    """One training row; `spread_share` of the HARD programs get `hard_program`'s spread layout."""
-    kind = EASY if rng.random() < easy_share else HARD
-    if kind == HARD and spread_share and rng.random() < spread_share:
-        program = hard_program(rng, spread=True)
+    """One training row; `spread_share` of the HARD programs get `hard_program`'s spread layout;
+    `recall_share` of all rows are EASY programs of two constants (drawn before the easy/hard split)."""
+    if recall_share and rng.random() < recall_share:
+        kind, program = EASY, easy_program(rng, constants=True)
     else:
-        program = make_program(rng, kind)
+        kind = EASY if rng.random() < easy_share else HARD
+        spread = kind == HARD and spread_share and rng.random() < spread_share
+        program = hard_program(rng, spread=True) if spread else make_program(rng, kind)
     recheck = style == LONG_ONLY
     if (kind == HARD or recheck) and rng.random() < CUT_SHARE:  # every long trace may be cut
         response = cut_reply(program, rng, recheck=recheck, cut_at=cut_at, trace=trace)
@@ -349,18 +356,28 @@ def write_dataset(
     easy_share: float = 0.3,
     spread_share: float = 0.0,
     trace: str = IN_ORDER,
+    recall_share: float = 0.0,
 ) -> Path:
     """`out/train.jsonl` (and a small `valid.jsonl` from another seed) in Z1's format; the
-    validation rows have the evaluation's layout (no spread), whatever `spread_share` is."""
+    validation rows have the evaluation's mix and layout (no spread, no extra two-constant
+    rows), whatever `spread_share` and `recall_share` are."""
     out.mkdir(parents=True, exist_ok=True)
     for name, count, split_seed in (("train", rows, seed), ("valid", max(64, rows // 100), seed + 1_000_003)):
         rng = random.Random(split_seed)
         path = out / f"{name}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
-        share = spread_share if name == "train" else 0.0
+        train = name == "train"
         with open(tmp, "w", encoding="utf-8") as f:
             for _ in range(count):
-                f.write(json.dumps(make_row(rng, style, easy_share, spread_share=share, trace=trace)) + "\n")
+                row = make_row(
+                    rng,
+                    style,
+                    easy_share,
+                    spread_share=spread_share if train else 0.0,
+                    trace=trace,
+                    recall_share=recall_share if train else 0.0,
+                )
+                f.write(json.dumps(row) + "\n")
         tmp.replace(path)
     return out
 
