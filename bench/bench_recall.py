@@ -10,8 +10,13 @@ its top token is the right value on 200 fresh rows (teacher-forced; loss only on
 - `pairs`: four letter-digit pairs and a letter, `a3 k7 c1 q9 k` -> `7` (the bare
   associative recall); picking any of the four digits scores about 30%.
 
+`--copy-steps N` first trains N steps on copying (a random string of 6-24 letters and digits,
+then the same string again, loss on the copy: the lengths differ, so only the content tells
+where to copy from), as a base model's pretraining would, then the task; one learning-rate
+schedule runs over both.
+
     python bench/bench_recall.py [--task constants] [--layers 4] [--width 128] [--lr 1e-3]
-                                 [--batch 16] [--steps 1500] [--every 250] [--seed 0]
+                                 [--batch 16] [--steps 1500] [--copy-steps 0] [--every 250] [--seed 0]
 """
 
 import argparse
@@ -46,6 +51,12 @@ def pairs_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
     return ids, len(ids) - 1, len(ids) - 1
 
 
+def copy_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
+    symbols = [tokenizer.convert_tokens_to_ids(c) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    text = [rng.choice(symbols) for _ in range(rng.randint(6, 24))]
+    return text + text, len(text) + 1, len(text) + 1  # the copy's first token has nothing to go on
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=(CONSTANTS, PAIRS), default=CONSTANTS)
@@ -53,7 +64,8 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=128, help="hidden size; heads of 32, key/value heads of 64")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=1500, help="steps on the task")
+    parser.add_argument("--copy-steps", type=int, default=0, help="steps on copying first (default 0)")
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -61,6 +73,9 @@ def main(argv=None) -> int:
         if getattr(args, flag) < 1:
             print(f"bench_recall: --{flag} must be at least 1", file=sys.stderr)
             return 2
+    if args.copy_steps < 0:
+        print("bench_recall: --copy-steps must be 0 or more", file=sys.stderr)
+        return 2
     if args.width < 64 or args.width % 64:
         print("bench_recall: --width must be a multiple of 64", file=sys.stderr)
         return 2
@@ -78,6 +93,8 @@ def main(argv=None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(str(MODELS / "demo"))
     make_row = partial(constants_row if args.task == CONSTANTS else pairs_row, tokenizer=tokenizer)
+    make_copy = partial(copy_row, tokenizer=tokenizer)
+    total = args.copy_steps + args.steps
     spec = MicroSpec(
         hidden_size=args.width,
         num_hidden_layers=args.layers,
@@ -88,15 +105,15 @@ def main(argv=None) -> int:
     config = qwen2_config(spec, len(tokenizer), rope_theta=10000.0, tie_word_embeddings=True)
     mx.random.seed(args.seed)
     model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
-    warmup = min(100, args.steps // 10)
+    warmup = min(100, total // 10)
     schedule = optim.join_schedules(
-        [optim.linear_schedule(args.lr / 100, args.lr, warmup), optim.cosine_decay(args.lr, args.steps, args.lr / 10)],
+        [optim.linear_schedule(args.lr / 100, args.lr, warmup), optim.cosine_decay(args.lr, total, args.lr / 10)],
         [warmup],
     )
     optimizer = optim.Adam(learning_rate=schedule)
 
-    def batch(rng: random.Random):
-        rows = [make_row(rng) for _ in range(args.batch)]
+    def batch(rng: random.Random, row=make_row):
+        rows = [row(rng) for _ in range(args.batch)]
         width = max(len(ids) for ids, _, _ in rows)
         tokens = [ids + [0] * (width - len(ids)) for ids, _, _ in rows]
         mask = [[float(start <= j + 1 < len(ids)) for j in range(width - 1)] for ids, start, _ in rows]
@@ -129,15 +146,23 @@ def main(argv=None) -> int:
         f"{args.task}: {args.layers} layers x {args.width} ({parameters / 1e6:.2f}M parameters), "
         f"lr {args.lr:g}, batches of {args.batch}, seed {args.seed}"
     )
+    if args.copy_steps:
+        print(f"  {args.copy_steps} steps of copying first, then {args.steps} on the task")
+    copy_rng = random.Random(f"recall-copy-{args.seed}")
     rng = random.Random(f"recall-train-{args.task}-{args.seed}")
     start, running = time.time(), None
-    for index in range(1, args.steps + 1):
-        loss = step(*batch(rng))
+    for index in range(1, total + 1):
+        copying = index <= args.copy_steps
+        loss = step(*(batch(copy_rng, make_copy) if copying else batch(rng)))
         mx.eval(state, loss)
+        if index == args.copy_steps + 1:
+            running = None  # the task's loss from here
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if index % args.every == 0 or index == args.steps:
+        if index % args.every == 0 or index == total:
             seconds = time.time() - start
-            print(f"  step {index:6d}  loss {running:.3f}  recall {accuracy():6.1%}  {seconds:5.0f}s", flush=True)
+            what = "copy" if copying else "task"
+            recall = accuracy()
+            print(f"  step {index:6d}  {what} loss {running:.3f}  recall {recall:6.1%}  {seconds:5.0f}s", flush=True)
     return 0
 
 

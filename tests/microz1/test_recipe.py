@@ -117,6 +117,37 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     assert both.returncode == 2 and "--from-shipped and --continue-from: a later stage goes on from one" in both.stderr
 
 
+@pytest.mark.slow
+def test_a_fresh_model_can_copy_first_and_the_task_goes_on_from_that(tmp_path):
+    work = tmp_path / "work"
+    run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0", "--style", "draft"]
+    common = {"capture_output": True, "text": True, "timeout": 900}
+    sizes = ["--draft-rows", "48", "--draft-iters", "2", "--copy-steps", "3"]
+    proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (work / "data-copy" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(r["question"] == r["response"] and 6 <= len(r["question"]) <= 24 for r in rows)
+    assert len({r["question"] for r in rows}) == 12
+    copied = json.loads((work / "run-copy" / "finetune.json").read_text())
+    assert copied["settings"]["type"] == "full" and copied["settings"]["iters"] == 3
+    copy_model = work / "home" / "models" / "base-draft-copy-float32"
+    task = json.loads((work / "run-draft" / "finetune.json").read_text())
+    assert task["settings"]["model"] == str(copy_model)  # the task goes on from the copying phase's weights
+    import mlx.core as mx
+
+    fresh = mx.load(str(work / "base-draft" / "model.safetensors"))
+    after_copy = mx.load(str(copy_model / "model.safetensors"))
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert not np.allclose(np.array(fresh[key]), np.array(after_copy[key]))
+    for flags, message in (
+        (["--copy-steps", "-1"], "--copy-steps -1: a number of steps is 0 or more"),
+        (["--copy-steps", "2", "--from-shipped"], "--copy-steps: the first phase of a fresh model, not of a later"),
+    ):
+        bad = subprocess.run(run + ["--work", str(tmp_path / "bad")] + flags, **common)
+        assert bad.returncode == 2 and message in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_the_openblas_kernel_set_follows_the_cpu_flags(tmp_path):
     from z1mlx.microz1.recipe import cpu_flags, openblas_core
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from . import MODELS
 from .build import MicroSpec, build_fresh_model, check_tokenizer, float32_copy, grow_model
-from .tasks import IN_ORDER, LONG_ONLY, MIXED, TRACES, tokenizer_corpus, write_dataset
+from .tasks import IN_ORDER, LONG_ONLY, MIXED, TRACES, tokenizer_corpus, write_copy_dataset, write_dataset
 
 DRAFT = "draft"  # the demo's draft for speculative decoding: a far smaller model, the same data
 
@@ -115,6 +115,12 @@ def data_style(style: str) -> str:
 
 
 def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size: int, lr: float) -> list[str]:
+    name = f"{NAMES[style]}-float32"
+    return full_finetune(base, work / f"data-{style}", work / f"run-{style}", name, iters, batch_size, lr)
+
+
+def full_finetune(base: Path, data: Path, out: Path, name: str, iters: int, batch_size: int, lr: float) -> list[str]:
+    """`z1 finetune --type full` of every weight, fused into the store as `name`."""
     return z1_command(
         "finetune",
         "--model",
@@ -122,7 +128,7 @@ def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size:
         "--type",
         "full",
         "--data",
-        str(work / f"data-{style}"),
+        str(data),
         "--iters",
         str(iters),
         "--batch-size",
@@ -131,7 +137,7 @@ def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size:
         str(lr),
         "--no-grad-checkpoint",
         "--out",
-        str(work / f"run-{style}"),
+        str(out),
         "--report-every",
         "25",
         "--eval-every",
@@ -141,7 +147,7 @@ def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size:
         "--save-every",
         "250",
         "--fuse",
-        f"{NAMES[style]}-float32",
+        name,
     )
 
 
@@ -221,6 +227,14 @@ def main(argv: list[str] | None = None) -> int:
         "recency does not tell a value (default 0: the evaluation's layout)",
     )
     p.add_argument(
+        "--copy-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a fresh model's first phase: N steps of copying random strings (as a base model's pretraining "
+        "would teach), then the task (default 0)",
+    )
+    p.add_argument(
         "--recall-share",
         type=float,
         default=0.0,
@@ -245,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--stage {args.stage}: a later stage is 2 or more (the first stage has no --continue-from)")
     if args.from_shipped and args.continue_from:
         p.error("--from-shipped and --continue-from: a later stage goes on from one of them")
+    if args.copy_steps < 0:
+        p.error(f"--copy-steps {args.copy_steps}: a number of steps is 0 or more")
+    if args.copy_steps and (args.continue_from or args.from_shipped):
+        p.error("--copy-steps: the first phase of a fresh model, not of a later stage")
     if args.grow_layers is not None and not (args.continue_from or args.from_shipped):
         p.error("--grow-layers: grows a trained model, so it needs --continue-from WORK or --from-shipped")
 
@@ -295,6 +313,26 @@ def main(argv: list[str] | None = None) -> int:
         base = build_fresh_model(work / "base", MicroSpec())
         check_tokenizer(base, tokenizer_corpus(200, seed=99))
         bases = {style: base for style in styles}
+    if args.copy_steps:
+        # One copying phase for the fresh model; every style's task training goes on from it.
+        fresh = next(iter(bases.values()))
+        rows = args.copy_steps * args.batch_size
+        log(f"writing {rows} copying rows to {work / 'data-copy'}")
+        write_copy_dataset(work / "data-copy", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
+        name = f"{fresh.name}-copy-float32"
+        shutil.rmtree(work / "run-copy", ignore_errors=True)
+        shutil.rmtree(work / "home" / "models" / name, ignore_errors=True)
+        command = full_finetune(
+            fresh, work / "data-copy", work / "run-copy", name, args.copy_steps, args.batch_size, args.lr
+        )
+        log(f"copying first: {' '.join(command[2:])}")
+        with open(work / "train-copy.log", "w") as log_file:
+            proc = subprocess.run(command, env=child_env(work, None), stdout=log_file, stderr=subprocess.STDOUT)
+        code = proc.returncode
+        if code:
+            log(f"the copying phase failed (exit {code}); see {work / 'train-copy.log'}")
+            return 1
+        bases = {style: work / "home" / "models" / name for style in styles}
     for style in styles:
         rows, _ = sizes[style]
         seed = DEFAULTS[style]["seed"] + seed_offset

@@ -382,6 +382,31 @@ def write_dataset(
     return out
 
 
+COPY_SYMBOLS = LETTERS + "0123456789"
+
+
+def copy_row(rng: random.Random) -> dict:
+    """A copying row, for a fresh model's first phase (a base model's pretraining stands in):
+    6-24 random letters and digits, and the reply is the same string. The lengths differ, so
+    only the content tells where to copy from: the step a lookup by name rests on."""
+    text = "".join(rng.choice(COPY_SYMBOLS) for _ in range(rng.randint(6, 24)))
+    return {"question": text, "response": text}
+
+
+def write_copy_dataset(out: Path, rows: int, seed: int) -> Path:
+    """`out/train.jsonl` and a small `valid.jsonl` of copying rows, in Z1's format."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, count, split_seed in (("train", rows, seed), ("valid", max(64, rows // 100), seed + 1_000_003)):
+        rng = random.Random(f"copy-{split_seed}")
+        path = out / f"{name}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for _ in range(count):
+                f.write(json.dumps(copy_row(rng)) + "\n")
+        tmp.replace(path)
+    return out
+
+
 def fresh_programs(kind: str, count: int, seed: int) -> list[Program]:
     """Programs for evaluation; the seeds used here are never used to write training data."""
     rng = random.Random(f"eval-{kind}-{seed}")
