@@ -52,7 +52,10 @@ def pairs_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
 
 
 def copy_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
-    symbols = [tokenizer.convert_tokens_to_ids(c) for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    """The recipe's copying row (`tasks.copy_row`'s symbols), as bare ids: no chat frame."""
+    from z1mlx.microz1.tasks import COPY_SYMBOLS
+
+    symbols = [tokenizer.convert_tokens_to_ids(c) for c in COPY_SYMBOLS]
     text = [rng.choice(symbols) for _ in range(rng.randint(6, 24))]
     return text + text, len(text) + 1, len(text) + 1  # the copy's first token has nothing to go on
 

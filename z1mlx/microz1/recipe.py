@@ -327,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         log(f"copying first: {' '.join(command[2:])}")
         with open(work / "train-copy.log", "w") as log_file:
-            copying = subprocess.run(command, env=child_env(work, None), stdout=log_file, stderr=subprocess.STDOUT)
-        code = copying.returncode
+            code = subprocess.run(
+                command, env=child_env(work, None), stdout=log_file, stderr=subprocess.STDOUT
+            ).returncode
         if code:
             log(f"the copying phase failed (exit {code}); see {work / 'train-copy.log'}")
             return 1

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fsutil import atomic_write_text
 from ..prompts import solve_messages
 from ..window import HINT
 
@@ -361,24 +362,30 @@ def write_dataset(
     """`out/train.jsonl` (and a small `valid.jsonl` from another seed) in Z1's format; the
     validation rows have the evaluation's mix and layout (no spread, no extra two-constant
     rows), whatever `spread_share` and `recall_share` are."""
+    return _write_splits(
+        out,
+        rows,
+        seed,
+        lambda rng, train: make_row(
+            rng,
+            style,
+            easy_share,
+            spread_share=spread_share if train else 0.0,
+            trace=trace,
+            recall_share=recall_share if train else 0.0,
+        ),
+    )
+
+
+def _write_splits(
+    out: Path, rows: int, seed: int, row: Callable[[random.Random, bool], dict], rng_label: str = ""
+) -> Path:
+    """`out/train.jsonl` and a small `valid.jsonl` from another seed, each row `row(rng, train)`."""
     out.mkdir(parents=True, exist_ok=True)
     for name, count, split_seed in (("train", rows, seed), ("valid", max(64, rows // 100), seed + 1_000_003)):
-        rng = random.Random(split_seed)
-        path = out / f"{name}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        train = name == "train"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for _ in range(count):
-                row = make_row(
-                    rng,
-                    style,
-                    easy_share,
-                    spread_share=spread_share if train else 0.0,
-                    trace=trace,
-                    recall_share=recall_share if train else 0.0,
-                )
-                f.write(json.dumps(row) + "\n")
-        tmp.replace(path)
+        rng = random.Random(f"{rng_label}{split_seed}" if rng_label else split_seed)
+        text = "".join(json.dumps(row(rng, name == "train")) + "\n" for _ in range(count))
+        atomic_write_text(out / f"{name}.jsonl", text)
     return out
 
 
@@ -395,16 +402,7 @@ def copy_row(rng: random.Random) -> dict:
 
 def write_copy_dataset(out: Path, rows: int, seed: int) -> Path:
     """`out/train.jsonl` and a small `valid.jsonl` of copying rows, in Z1's format."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, count, split_seed in (("train", rows, seed), ("valid", max(64, rows // 100), seed + 1_000_003)):
-        rng = random.Random(f"copy-{split_seed}")
-        path = out / f"{name}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for _ in range(count):
-                f.write(json.dumps(copy_row(rng)) + "\n")
-        tmp.replace(path)
-    return out
+    return _write_splits(out, rows, seed, lambda rng, _train: copy_row(rng), rng_label="copy-")
 
 
 def fresh_programs(kind: str, count: int, seed: int) -> list[Program]:
