@@ -52,7 +52,8 @@ def pairs_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
 
 
 def copy_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
-    """The recipe's copying row (`tasks.copy_row`'s symbols), as bare ids: no chat frame."""
+    """A bare copying row: random letters and digits, then the same string again, no chat frame
+    (the recipe's rows, `tasks.copy_row`, are framed, and copy from a random place on)."""
     from z1mlx.microz1.tasks import COPY_SYMBOLS
 
     symbols = [tokenizer.convert_tokens_to_ids(c) for c in COPY_SYMBOLS]

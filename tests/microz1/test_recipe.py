@@ -126,7 +126,9 @@ def test_a_fresh_model_can_copy_first_and_the_task_goes_on_from_that(tmp_path):
     proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (work / "data-copy" / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == 12 and all(r["question"] == r["response"] and 6 <= len(r["question"]) <= 24 for r in rows)
+    assert len(rows) == 12 and all(6 <= len(r["question"]) <= 24 for r in rows)
+    assert all(r["question"].endswith(r["response"]) and len(r["response"]) >= 4 for r in rows)
+    assert len({r["question"].index(r["response"]) for r in rows}) > 1  # the reply starts at a random place
     assert len({r["question"] for r in rows}) == 12
     copied = json.loads((work / "run-copy" / "finetune.json").read_text())
     assert copied["settings"]["type"] == "full" and copied["settings"]["iters"] == 3

@@ -357,6 +357,20 @@ def test_two_constant_rows_are_training_rows_only_and_a_zero_share_changes_no_ro
     assert all(tasks.RECHECK in reply or HINT in reply for _, reply in twin)  # a long trace, or one cut
 
 
+def test_a_copying_row_is_its_question_from_a_random_place_on(tmp_path):
+    tasks.write_copy_dataset(tmp_path, 300, seed=2)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    for row in rows:
+        text, reply = row["question"], row["response"]
+        letters, digits = text[0::2], text[1::2]
+        assert 3 <= len(letters) == len(set(letters)) <= 12  # distinct letters: one place to copy a letter from
+        assert set(letters) <= set(tasks.LETTERS) and len(digits) == len(letters) and digits.isdigit()
+        assert text.endswith(reply) and len(reply) >= 4
+    starts = [row["question"].index(row["response"]) for row in rows]
+    assert 0 in starts and len(set(starts)) >= 15  # from the start sometimes, mostly from further on
+    assert sum(start == 0 for start in starts) < len(rows) / 4
+
+
 def test_the_evaluation_programs_stay_the_ones_the_figures_were_measured_on():
     """figures.json and every stage's seeds assume these exact programs: a change to how a
     program is drawn (even the order of the random draws) would change them."""

@@ -394,10 +394,17 @@ COPY_SYMBOLS = LETTERS + "0123456789"
 
 def copy_row(rng: random.Random) -> dict:
     """A copying row, for a fresh model's first phase (a base model's pretraining stands in):
-    6-24 random letters and digits, and the reply is the same string. The lengths differ, so
-    only the content tells where to copy from: the step a lookup by name rests on."""
-    text = "".join(rng.choice(COPY_SYMBOLS) for _ in range(rng.randint(6, 24)))
-    return {"question": text, "response": text}
+    3-12 distinct letters, each followed by a random digit (`k3b7q0...`, so that every symbol is
+    a token of its own: a run of letters would be merged into tokens differently in the reply
+    than in the question), and the reply is the same string from a random place on. Nothing
+    but the content tells where to copy from: the reply's first symbol is a guess, and each one
+    after it is the symbol that follows the one just written, found by matching it in the
+    question (an induction step, the step a lookup by name rests on). A reply that always began
+    at the string's start was measured teaching a copy counted from the chat frame's markers,
+    which did not carry over: that model copied a bare repeated string 11.7% right."""
+    letters = rng.sample(LETTERS, rng.randint(3, 12))
+    text = "".join(letter + rng.choice("0123456789") for letter in letters)
+    return {"question": text, "response": text[rng.randrange(len(text) - 3) :]}
 
 
 def write_copy_dataset(out: Path, rows: int, seed: int) -> Path:
