@@ -389,7 +389,8 @@ def _write_splits(
     return out
 
 
-COPY_SYMBOLS = LETTERS + "0123456789"
+DIGITS = "0123456789"
+COPY_SYMBOLS = LETTERS + DIGITS
 
 
 def copy_row(rng: random.Random) -> dict:
@@ -403,7 +404,7 @@ def copy_row(rng: random.Random) -> dict:
     at the string's start was measured teaching a copy counted from the chat frame's markers,
     which did not carry over: that model copied a bare repeated string 11.7% right."""
     letters = rng.sample(LETTERS, rng.randint(3, 12))
-    text = "".join(letter + rng.choice("0123456789") for letter in letters)
+    text = "".join(letter + rng.choice(DIGITS) for letter in letters)
     return {"question": text, "response": text[rng.randrange(len(text) - 3) :]}
 
 
