@@ -185,3 +185,34 @@ def test_the_training_children_get_the_kernel_set_the_cpu_runs(tmp_path, monkeyp
     assert proc.returncode == 0 and f"Core: {core}" in proc.stderr.splitlines(), proc.stderr
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")  # a choice made outside is kept
     assert child_env(tmp_path, 1)["OPENBLAS_CORETYPE"] == "Haswell"
+
+
+@pytest.mark.slow
+def test_a_fresh_model_can_read_plain_text_first_with_the_words_tokenizer(tmp_path):
+    from tokenizers import Tokenizer
+
+    work = tmp_path / "work"
+    run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0", "--style", "draft"]
+    common = {"capture_output": True, "text": True, "timeout": 900}
+    sizes = ["--draft-rows", "48", "--draft-iters", "2", "--plain-steps", "3", "--tokenizer", "words"]
+    proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (work / "data-plain" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(set(row) == {"text"} for row in rows)
+    plain = json.loads((work / "run-plain" / "finetune.json").read_text())
+    assert plain["settings"]["type"] == "full" and plain["settings"]["iters"] == 3
+    task = json.loads((work / "run-draft" / "finetune.json").read_text())
+    assert task["settings"]["model"] == str(work / "home" / "models" / "base-draft-plain-float32")
+    vocab = Tokenizer.from_file(str(work / "out" / "demo-draft" / "tokenizer.json")).get_vocab()
+    assert "system" in vocab and "assistant" in vocab  # the words tokenizer, through to the converted model
+    config = json.loads((work / "out" / "demo-draft" / "config.json").read_text())
+    assert config["micro_z1"]["tokenizer"] == "words"
+    for flags, message in (
+        (["--plain-steps", "-2"], "--plain-steps -2: a number of steps is 0 or more"),
+        (["--plain-steps", "2", "--copy-steps", "2"], "--copy-steps and --plain-steps: a fresh model has one first"),
+        (["--plain-steps", "2", "--from-shipped"], "--plain-steps: the first phase of a fresh model, not of a later"),
+        (["--tokenizer", "bytes"], "argument --tokenizer: invalid choice: 'bytes'"),
+    ):
+        bad = subprocess.run(run + ["--work", str(tmp_path / "bad")] + flags, **common)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -389,3 +389,47 @@ def test_a_model_says_its_reply_style(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"micro_z1": {"style": "mixed"}}))
     assert reply_style(tmp_path) == (False, tasks.IN_ORDER)  # trained before the choice
     assert reply_style(tmp_path / "none") == (False, tasks.IN_ORDER)
+
+
+def test_a_plain_row_is_a_copying_string_or_a_program_and_its_reply_with_no_frame(tmp_path):
+    tasks.write_plain_dataset(tmp_path, 600, seed=4)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert all(set(row) == {"text"} for row in rows)  # plain text: no chat frame, loss on all of it
+    copies = [row["text"] for row in rows if "=" not in row["text"]]
+    programs = [row["text"] for row in rows if "=" in row["text"]]
+    assert 240 <= len(copies) <= 360
+    for text in copies:
+        string, copy = text.split("\n")
+        assert string.endswith(copy) and len(copy) >= 4 and string[0] in tasks.LETTERS
+    constants = 0
+    for text in programs:
+        head, reply = text.split(")\n", 1)
+        program = program_of(head + ")")
+        assert reply == tasks.expected_reply(program)  # the mixed style's reply, exactly
+        constants += len(program.lines) == 2 and all(line.source is None for line in program.lines)
+    assert 0.28 <= constants / len(programs) <= 0.5  # a third drawn as two constants, plus the family's own
+
+
+def test_the_words_tokenizer_keeps_each_variable_one_token_and_the_frames_words_whole(tmp_path):
+    """What mlx-lm's loader makes of it (Qwen2's own pattern) is what it was trained on."""
+    from z1mlx.convert.demo import _tokenizer_files
+    from z1mlx.microz1.build import WORDS, build_tokenizer, check_tokenizer
+
+    tokenizer = build_tokenizer(512, WORDS)
+    _tokenizer_files(tmp_path, tokenizer)
+    check_tokenizer(tmp_path, tasks.tokenizer_corpus(100, seed=5))
+    from mlx_lm.utils import load_tokenizer
+
+    loaded = load_tokenizer(tmp_path)
+    program = tasks.Program((tasks.Line("a", None, "", 4), tasks.Line("s", "a", "+", 3)), "s", tasks.EASY)
+    text = loaded.apply_chat_template(
+        [{"role": "user", "content": tasks.question(program, "solve")}], tokenize=False, add_generation_prompt=True
+    )
+    pieces = [loaded.decode([i]) for i in loaded.encode(text, add_special_tokens=False)]
+    for word in ("system", "user", "assistant", "helpful", "script", "print"):
+        assert word in pieces, word
+    # the word "a" three times in the frame, then `a = 4`, `s = a + 3`, `print(s)`
+    assert [p for p in pieces if p in ("s", "a")] == ["a", "a", "a", "a", "s", "a", "s"]
+    assert "(" in pieces and " " in pieces and not any(p.strip() in ("s", "a") and p != p.strip() for p in pieces)
+    letters = build_tokenizer(512)
+    assert len(tokenizer.encode(text).ids) < 0.85 * len(letters.encode(text).ids)  # the frame is shorter

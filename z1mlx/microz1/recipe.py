@@ -35,11 +35,21 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from . import MODELS
-from .build import MicroSpec, build_fresh_model, check_tokenizer, float32_copy, grow_model
-from .tasks import IN_ORDER, LONG_ONLY, MIXED, TRACES, tokenizer_corpus, write_copy_dataset, write_dataset
+from .build import TOKENIZERS, MicroSpec, build_fresh_model, check_tokenizer, float32_copy, grow_model
+from .tasks import (
+    IN_ORDER,
+    LONG_ONLY,
+    MIXED,
+    TRACES,
+    tokenizer_corpus,
+    write_copy_dataset,
+    write_dataset,
+    write_plain_dataset,
+)
 
 DRAFT = "draft"  # the demo's draft for speculative decoding: a far smaller model, the same data
 
@@ -164,6 +174,13 @@ def convert(work: Path, style: str, q_bits: int | None, env: dict, trace: str = 
     return out
 
 
+def shipped_tokenizer() -> str:
+    """Which tokenizer the shipped demo was built with (`build.TOKENIZERS`)."""
+    path = MODELS / NAMES[MIXED] / "config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    return config.get("micro_z1", {}).get("tokenizer", TOKENIZERS[0])
+
+
 def same_vocabulary(model_dir: Path, other: Path) -> None:
     """A draft must share the demo's tokenizer, id for id (speculative decoding refuses otherwise)."""
     from tokenizers import Tokenizer
@@ -235,6 +252,21 @@ def main(argv: list[str] | None = None) -> int:
         "would teach), then the task (default 0)",
     )
     p.add_argument(
+        "--plain-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a fresh model's first phase: N steps on plain-text rows with no chat frame (copying strings, and "
+        "the task's programs with their replies), then the task in the chat frame (default 0)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        choices=TOKENIZERS,
+        default=TOKENIZERS[0],
+        help="a fresh model's tokenizer: letters (the shipped models'), or words: the chat frame's words "
+        "whole, single letters apart (default letters)",
+    )
+    p.add_argument(
         "--recall-share",
         type=float,
         default=0.0,
@@ -261,8 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--from-shipped and --continue-from: a later stage goes on from one of them")
     if args.copy_steps < 0:
         p.error(f"--copy-steps {args.copy_steps}: a number of steps is 0 or more")
-    if args.copy_steps and (args.continue_from or args.from_shipped):
-        p.error("--copy-steps: the first phase of a fresh model, not of a later stage")
+    if args.plain_steps < 0:
+        p.error(f"--plain-steps {args.plain_steps}: a number of steps is 0 or more")
+    if args.copy_steps and args.plain_steps:
+        p.error("--copy-steps and --plain-steps: a fresh model has one first phase")
+    for flag in ("copy_steps", "plain_steps"):
+        if getattr(args, flag) and (args.continue_from or args.from_shipped):
+            p.error(f"--{flag.replace('_', '-')}: the first phase of a fresh model, not of a later stage")
     if args.grow_layers is not None and not (args.continue_from or args.from_shipped):
         p.error("--grow-layers: grows a trained model, so it needs --continue-from WORK or --from-shipped")
 
@@ -305,33 +342,37 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{NAMES[style]} continues from {earlier}, grown from {depth} to {args.grow_layers} layers")
     elif styles == [DRAFT]:
         log(f"building a fresh draft model in {work / 'base-draft'}")
-        bases[DRAFT] = build_fresh_model(work / "base-draft", DRAFT_SPEC)
+        bases[DRAFT] = build_fresh_model(work / "base-draft", replace(DRAFT_SPEC, tokenizer=args.tokenizer))
         check_tokenizer(bases[DRAFT], tokenizer_corpus(200, seed=99))
-        same_vocabulary(bases[DRAFT], MODELS / NAMES[MIXED])
+        if args.tokenizer == shipped_tokenizer():
+            same_vocabulary(bases[DRAFT], MODELS / NAMES[MIXED])
     else:
         log(f"building a fresh model in {work / 'base'}")
-        base = build_fresh_model(work / "base", MicroSpec())
+        base = build_fresh_model(work / "base", MicroSpec(tokenizer=args.tokenizer))
         check_tokenizer(base, tokenizer_corpus(200, seed=99))
         bases = {style: base for style in styles}
-    if args.copy_steps:
-        # One copying phase for the fresh model; every style's task training goes on from it.
+    first_steps = args.copy_steps or args.plain_steps
+    if first_steps:
+        # One first phase for the fresh model; every style's task training goes on from it.
+        phase = "copy" if args.copy_steps else "plain"
         fresh = next(iter(bases.values()))
-        rows = args.copy_steps * args.batch_size
-        log(f"writing {rows} copying rows to {work / 'data-copy'}")
-        write_copy_dataset(work / "data-copy", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
-        name = f"{fresh.name}-copy-float32"
-        shutil.rmtree(work / "run-copy", ignore_errors=True)
+        rows = first_steps * args.batch_size
+        log(f"writing {rows} {phase} rows to {work / f'data-{phase}'}")
+        writer = write_copy_dataset if args.copy_steps else write_plain_dataset
+        writer(work / f"data-{phase}", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
+        name = f"{fresh.name}-{phase}-float32"
+        shutil.rmtree(work / f"run-{phase}", ignore_errors=True)
         shutil.rmtree(work / "home" / "models" / name, ignore_errors=True)
         command = full_finetune(
-            fresh, work / "data-copy", work / "run-copy", name, args.copy_steps, args.batch_size, args.lr
+            fresh, work / f"data-{phase}", work / f"run-{phase}", name, first_steps, args.batch_size, args.lr
         )
-        log(f"copying first: {' '.join(command[2:])}")
-        with open(work / "train-copy.log", "w") as log_file:
+        log(f"{phase} rows first: {' '.join(command[2:])}")
+        with open(work / f"train-{phase}.log", "w") as log_file:
             code = subprocess.run(
                 command, env=child_env(work, None), stdout=log_file, stderr=subprocess.STDOUT
             ).returncode
         if code:
-            log(f"the copying phase failed (exit {code}); see {work / 'train-copy.log'}")
+            log(f"the {phase} phase failed (exit {code}); see {work / f'train-{phase}.log'}")
             return 1
         bases = {style: work / "home" / "models" / name for style in styles}
     for style in styles:

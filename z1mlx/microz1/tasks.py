@@ -413,6 +413,30 @@ def write_copy_dataset(out: Path, rows: int, seed: int) -> Path:
     return _write_splits(out, rows, seed, lambda rng, _train: copy_row(rng), rng_label="copy-")
 
 
+def plain_row(rng: random.Random) -> dict:
+    """A plain-text row (`{"text": ...}`, no chat frame, loss on all of it), for a fresh model's
+    first phase, as a base model's pretraining on code stands in: half are copying strings (the
+    letters and digits of `copy_row`, a newline, then the string again from a random place on),
+    half the task's programs followed by their mixed-style replies, a third of those two-constant
+    programs (`z = 11`, `y = 6`, `print(z)`), where only the name tells the value. Measured with
+    a fresh model of 2 layers x 128: after copying, the two-constants case alone, bare, went from
+    chance to 99.5% in 250 steps, and then framed to 97% in 250 more; the same case framed from
+    the start stayed at chance, the frame's tokens standing between the name and its line."""
+    if rng.random() < 0.5:
+        row = copy_row(rng)
+        return {"text": f"{row['question']}\n{row['response']}"}
+    if rng.random() < 1 / 3:
+        program = easy_program(rng, constants=True)
+    else:
+        program = make_program(rng, EASY if rng.random() < 0.3 else HARD)
+    return {"text": program.text() + expected_reply(program)}
+
+
+def write_plain_dataset(out: Path, rows: int, seed: int) -> Path:
+    """`out/train.jsonl` and a small `valid.jsonl` of `plain_row`s."""
+    return _write_splits(out, rows, seed, lambda rng, _train: plain_row(rng), rng_label="plain-")
+
+
 def fresh_programs(kind: str, count: int, seed: int) -> list[Program]:
     """Programs for evaluation; the seeds used here are never used to write training data."""
     rng = random.Random(f"eval-{kind}-{seed}")
