@@ -10,6 +10,10 @@ its top token is the right value on 200 fresh rows (teacher-forced; loss only on
 - `pairs`: four letter-digit pairs and a letter, `a3 k7 c1 q9 k` -> `7` (the bare
   associative recall); picking any of the four digits scores about 30%.
 
+`--framed`: the constants case in the chat frame, as the front ends render it (the recipe's
+rows); `--bare-steps N` trains N steps on the bare rows first (after any copying), then the
+framed ones.
+
 `--copy-steps N` first trains N steps on copying (a random string of 6-24 letters and digits,
 then the same string again, loss on the copy: the lengths differ, so only the content tells
 where to copy from), as a base model's pretraining would, then the task; one learning-rate
@@ -17,6 +21,7 @@ schedule runs over both.
 
     python bench/bench_recall.py [--task constants] [--layers 4] [--width 128] [--lr 1e-3]
                                  [--batch 16] [--steps 1500] [--copy-steps 0] [--every 250] [--seed 0]
+                                 [--framed] [--bare-steps 0]
 """
 
 import argparse
@@ -36,6 +41,21 @@ def constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
     program = Program(lines, rng.choice(lines).target, EASY)
     head, reply = program.text(), short_reply(program)
     encoded = tokenizer(head + reply, add_special_tokens=False)
+    value_at = len(head) + len(f"It prints {program.printed} = ")
+    return encoded["input_ids"], encoded.char_to_token(len(head)), encoded.char_to_token(value_at)
+
+
+def framed_constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
+    """`constants_row`'s case as the front ends render it: the program as a `.py` problem
+    through `z1 solve` or as a chat message, in the chat frame, with the demo's system prompt."""
+    from z1mlx.microz1.tasks import EASY, LETTERS, RENDERINGS, Line, Program, question, short_reply
+
+    lines = tuple(Line(name, None, "", rng.randint(0, 19)) for name in rng.sample(LETTERS, 2))
+    program = Program(lines, rng.choice(lines).target, EASY)
+    user = [{"role": "user", "content": question(program, rng.choice(RENDERINGS))}]
+    head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    reply = short_reply(program)
+    encoded = tokenizer(head + reply + "<|im_end|>", add_special_tokens=False)
     value_at = len(head) + len(f"It prints {program.printed} = ")
     return encoded["input_ids"], encoded.char_to_token(len(head)), encoded.char_to_token(value_at)
 
@@ -70,6 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1500, help="steps on the task")
     parser.add_argument("--copy-steps", type=int, default=0, help="steps on copying first (default 0)")
+    parser.add_argument("--framed", action="store_true", help="the constants case in the chat frame")
+    parser.add_argument("--bare-steps", type=int, default=0, help="with --framed: steps on bare rows first")
     parser.add_argument("--every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -77,8 +99,14 @@ def main(argv=None) -> int:
         if getattr(args, flag) < 1:
             print(f"bench_recall: --{flag} must be at least 1", file=sys.stderr)
             return 2
-    if args.copy_steps < 0:
-        print("bench_recall: --copy-steps must be 0 or more", file=sys.stderr)
+    if args.copy_steps < 0 or args.bare_steps < 0:
+        print("bench_recall: --copy-steps and --bare-steps must be 0 or more", file=sys.stderr)
+        return 2
+    if (args.framed or args.bare_steps) and args.task != CONSTANTS:
+        print("bench_recall: --framed and --bare-steps are for --task constants", file=sys.stderr)
+        return 2
+    if args.bare_steps and not args.framed:
+        print("bench_recall: --bare-steps needs --framed (bare rows before framed ones)", file=sys.stderr)
         return 2
     if args.width < 64 or args.width % 64:
         print("bench_recall: --width must be a multiple of 64", file=sys.stderr)
@@ -96,9 +124,11 @@ def main(argv=None) -> int:
     from z1mlx.microz1.build import MicroSpec
 
     tokenizer = AutoTokenizer.from_pretrained(str(MODELS / "demo"))
-    make_row = partial(constants_row if args.task == CONSTANTS else pairs_row, tokenizer=tokenizer)
+    row_of = {CONSTANTS: framed_constants_row if args.framed else constants_row, PAIRS: pairs_row}[args.task]
+    make_row = partial(row_of, tokenizer=tokenizer)
+    make_bare = partial(constants_row, tokenizer=tokenizer)
     make_copy = partial(copy_row, tokenizer=tokenizer)
-    total = args.copy_steps + args.steps
+    total = args.copy_steps + args.bare_steps + args.steps
     spec = MicroSpec(
         hidden_size=args.width,
         num_hidden_layers=args.layers,
@@ -136,11 +166,11 @@ def main(argv=None) -> int:
         optimizer.update(model, grads)
         return loss
 
-    def accuracy() -> float:
+    def accuracy(row=make_row) -> float:
         rng = random.Random(f"recall-eval-{args.task}")
         right = 0
         for _ in range(200):
-            ids, _, site = make_row(rng)
+            ids, _, site = row(rng)
             predicted = mx.argmax(model(mx.array([ids]))[0], axis=-1).tolist()
             right += predicted[site - 1] == ids[site]
         return right / 200
@@ -150,23 +180,29 @@ def main(argv=None) -> int:
         f"{args.task}: {args.layers} layers x {args.width} ({parameters / 1e6:.2f}M parameters), "
         f"lr {args.lr:g}, batches of {args.batch}, seed {args.seed}"
     )
-    if args.copy_steps:
-        print(f"  {args.copy_steps} steps of copying first, then {args.steps} on the task")
+    if args.copy_steps or args.bare_steps:
+        print(f"  {args.copy_steps} steps of copying, {args.bare_steps} on bare rows, then {args.steps} on the task")
     copy_rng = random.Random(f"recall-copy-{args.seed}")
+    bare_rng = random.Random(f"recall-bare-{args.seed}")
     rng = random.Random(f"recall-train-{args.task}-{args.seed}")
     start, running = time.time(), None
     for index in range(1, total + 1):
         copying = index <= args.copy_steps
-        loss = step(*(batch(copy_rng, make_copy) if copying else batch(rng)))
+        bare = not copying and index <= args.copy_steps + args.bare_steps
+        loss = step(*(batch(copy_rng, make_copy) if copying else batch(bare_rng, make_bare) if bare else batch(rng)))
         mx.eval(state, loss)
-        if index == args.copy_steps + 1:
-            running = None  # the task's loss from here
+        if index in (args.copy_steps + 1, args.copy_steps + args.bare_steps + 1):
+            running = None  # the next phase's loss from here
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if index % args.every == 0 or index == total:
             seconds = time.time() - start
-            what = "copy" if copying else "task"
+            what = "copy" if copying else "bare" if bare else "task"
             recall = accuracy()
-            print(f"  step {index:6d}  {what} loss {running:.3f}  recall {recall:6.1%}  {seconds:5.0f}s", flush=True)
+            bare_recall = f"  bare {accuracy(make_bare):6.1%}" if args.framed else ""
+            print(
+                f"  step {index:6d}  {what} loss {running:.3f}  recall {recall:6.1%}{bare_recall}  {seconds:5.0f}s",
+                flush=True,
+            )
     return 0
 
 

@@ -75,7 +75,7 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     shallower = subprocess.run(run + stage + ["--grow-layers", "3"], **common)
     assert shallower.returncode == 2 and "already has 4 layers" in shallower.stderr
     alone = subprocess.run(run + ["--work", str(tmp_path / "y"), "--grow-layers", "6"], **common)
-    assert alone.returncode == 2 and "--grow-layers: grows a trained model, so it needs --continue-from" in alone.stderr
+    assert alone.returncode == 2 and "--grow-layers: grows a trained model: --continue-from WORK" in alone.stderr
     third_rows = (third / "data-mixed" / "train.jsonl").read_text()
     assert third_rows not in (first_rows, (later / "data-mixed" / "train.jsonl").read_text())  # its own seeds
     wrong = subprocess.run(run + ["--work", str(third), "--continue-from", str(later), "--stage", "1"], **common)
@@ -195,14 +195,18 @@ def test_a_fresh_model_can_read_plain_text_first_with_the_words_tokenizer(tmp_pa
     run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0", "--style", "draft"]
     common = {"capture_output": True, "text": True, "timeout": 900}
     sizes = ["--draft-rows", "48", "--draft-iters", "2", "--plain-steps", "3", "--tokenizer", "words"]
+    sizes += ["--layers", "1", "--grow-layers", "2"]  # the first phase on 1 layer, the task on 2
     proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (work / "data-plain" / "train.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all(set(row) == {"text"} for row in rows)
     plain = json.loads((work / "run-plain" / "finetune.json").read_text())
     assert plain["settings"]["type"] == "full" and plain["settings"]["iters"] == 3
+    assert json.loads((work / "base-draft" / "config.json").read_text())["num_hidden_layers"] == 1
     task = json.loads((work / "run-draft" / "finetune.json").read_text())
-    assert task["settings"]["model"] == str(work / "home" / "models" / "base-draft-plain-float32")
+    assert task["settings"]["model"] == str(work / "base-plain-grown")  # grown from the first phase's weights
+    grown = json.loads((work / "base-plain-grown" / "config.json").read_text())
+    assert grown["num_hidden_layers"] == 2 and grown["micro_z1"]["grown_from"] == 1
     vocab = Tokenizer.from_file(str(work / "out" / "demo-draft" / "tokenizer.json")).get_vocab()
     assert "system" in vocab and "assistant" in vocab  # the words tokenizer, through to the converted model
     config = json.loads((work / "out" / "demo-draft" / "config.json").read_text())
@@ -212,6 +216,8 @@ def test_a_fresh_model_can_read_plain_text_first_with_the_words_tokenizer(tmp_pa
         (["--plain-steps", "2", "--copy-steps", "2"], "--copy-steps and --plain-steps: a fresh model has one first"),
         (["--plain-steps", "2", "--from-shipped"], "--plain-steps: the first phase of a fresh model, not of a later"),
         (["--tokenizer", "bytes"], "argument --tokenizer: invalid choice: 'bytes'"),
+        (["--layers", "0"], "--layers 0: a fresh model's depth, 1 or more"),
+        (["--layers", "2", "--from-shipped"], "--layers 2: a fresh model's depth"),
     ):
         bad = subprocess.run(run + ["--work", str(tmp_path / "bad")] + flags, **common)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr

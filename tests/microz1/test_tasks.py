@@ -399,8 +399,8 @@ def test_a_plain_row_is_a_copying_string_or_a_program_and_its_reply_with_no_fram
     programs = [row["text"] for row in rows if "=" in row["text"]]
     assert 240 <= len(copies) <= 360
     for text in copies:
-        string, copy = text.split("\n")
-        assert string.endswith(copy) and len(copy) >= 4 and string[0] in tasks.LETTERS
+        string, copy, again = text.split("\n")
+        assert string.endswith(copy) and len(copy) >= 4 and string[0] in tasks.LETTERS and again == string
     constants = 0
     for text in programs:
         head, reply = text.split(")\n", 1)

@@ -260,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         "the task's programs with their replies), then the task in the chat frame (default 0)",
     )
     p.add_argument(
+        "--layers",
+        type=int,
+        metavar="N",
+        help="a fresh model's depth (default 4); with a first phase and --grow-layers M, the first phase "
+        "trains N layers and the task M",
+    )
+    p.add_argument(
         "--tokenizer",
         choices=TOKENIZERS,
         default=TOKENIZERS[0],
@@ -300,8 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("copy_steps", "plain_steps"):
         if getattr(args, flag) and (args.continue_from or args.from_shipped):
             p.error(f"--{flag.replace('_', '-')}: the first phase of a fresh model, not of a later stage")
-    if args.grow_layers is not None and not (args.continue_from or args.from_shipped):
-        p.error("--grow-layers: grows a trained model, so it needs --continue-from WORK or --from-shipped")
+    first_phase = args.copy_steps or args.plain_steps
+    if args.grow_layers is not None and not (args.continue_from or args.from_shipped or first_phase):
+        p.error(
+            "--grow-layers: grows a trained model, so it needs --continue-from WORK, --from-shipped or a first phase"
+        )
+    if args.layers is not None and (args.layers < 1 or args.continue_from or args.from_shipped):
+        p.error(f"--layers {args.layers}: a fresh model's depth, 1 or more")
 
     work = args.work.absolute()
     styles = [MIXED, LONG_ONLY] if args.style == "both" else [args.style]
@@ -342,13 +354,16 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{NAMES[style]} continues from {earlier}, grown from {depth} to {args.grow_layers} layers")
     elif styles == [DRAFT]:
         log(f"building a fresh draft model in {work / 'base-draft'}")
-        bases[DRAFT] = build_fresh_model(work / "base-draft", replace(DRAFT_SPEC, tokenizer=args.tokenizer))
+        spec = replace(DRAFT_SPEC, tokenizer=args.tokenizer)
+        spec = replace(spec, num_hidden_layers=args.layers or spec.num_hidden_layers)
+        bases[DRAFT] = build_fresh_model(work / "base-draft", spec)
         check_tokenizer(bases[DRAFT], tokenizer_corpus(200, seed=99))
         if args.tokenizer == shipped_tokenizer():
             same_vocabulary(bases[DRAFT], MODELS / NAMES[MIXED])
     else:
         log(f"building a fresh model in {work / 'base'}")
-        base = build_fresh_model(work / "base", MicroSpec(tokenizer=args.tokenizer))
+        spec = MicroSpec(tokenizer=args.tokenizer)
+        base = build_fresh_model(work / "base", replace(spec, num_hidden_layers=args.layers or spec.num_hidden_layers))
         check_tokenizer(base, tokenizer_corpus(200, seed=99))
         bases = {style: base for style in styles}
     first_steps = args.copy_steps or args.plain_steps
@@ -375,6 +390,15 @@ def main(argv: list[str] | None = None) -> int:
             log(f"the {phase} phase failed (exit {code}); see {work / f'train-{phase}.log'}")
             return 1
         bases = {style: work / "home" / "models" / name for style in styles}
+        if args.grow_layers is not None:
+            first = bases[styles[0]]
+            depth = json.loads((first / "config.json").read_text())["num_hidden_layers"]
+            if args.grow_layers < depth:
+                log(f"--grow-layers {args.grow_layers}: the first phase's model already has {depth} layers")
+                return 2
+            grown = grow_model(first, work / f"base-{phase}-grown", args.grow_layers)
+            log(f"the task goes on from {first}, grown from {depth} to {args.grow_layers} layers")
+            bases = {style: grown for style in styles}
     for style in styles:
         rows, _ = sizes[style]
         seed = DEFAULTS[style]["seed"] + seed_offset
