@@ -7,6 +7,8 @@
     python -m z1mlx.microz1.recipe --work build/mz3 --continue-from build/mz2 --stage 3 ...  # stage 3
     python -m z1mlx.microz1.recipe --work build/mz6 --from-shipped --stage 6 ...              # from the package
     python -m z1mlx.microz1.recipe --work build/mz9 --from-shipped --stage 9 --trace goal ... # another trace
+    python -m z1mlx.microz1.recipe --work build/mzg --style mixed --tokenizer words \
+        --layers 2 --plain-steps 1500 --grow-layers 4 ...        # a plain first phase on 2 layers, then 4
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:

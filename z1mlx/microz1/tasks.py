@@ -417,12 +417,11 @@ def plain_row(rng: random.Random) -> dict:
     """A plain-text row (`{"text": ...}`, no chat frame, loss on all of it), for a fresh model's
     first phase, as a base model's pretraining on code stands in: half are copying strings (the
     letters and digits of `copy_row`, then the string again from a random place on, then whole,
-    a line each),
-    half the task's programs followed by their mixed-style replies, a third of those two-constant
-    programs (`z = 11`, `y = 6`, `print(z)`), where only the name tells the value. Measured with
-    a fresh model of 2 layers x 128: after copying, the two-constants case alone, bare, went from
-    chance to 99.5% in 250 steps, and then framed to 97% in 250 more; the same case framed from
-    the start stayed at chance, the frame's tokens standing between the name and its line."""
+    a line each), half the task's programs followed by their mixed-style replies, a third of
+    those two-constant programs (`z = 11`, `y = 6`, `print(z)`), where only the name tells the
+    value. Why bare rows: `bench_recall --framed` (2 layers x 128, after copying) learned the
+    two-constants case bare (100% in 250 steps) and then in the chat frame (89.5% in 250 more),
+    where straight in the frame it was near chance after 500 steps."""
     if rng.random() < 0.5:
         row = copy_row(rng)  # twice: the loss covers the string too, which nothing predicts
         return {"text": f"{row['question']}\n{row['response']}\n{row['question']}"}
