@@ -75,7 +75,7 @@ def test_a_later_stage_and_the_draft_train_through_the_recipe(tmp_path):
     shallower = subprocess.run(run + stage + ["--grow-layers", "3"], **common)
     assert shallower.returncode == 2 and "already has 4 layers" in shallower.stderr
     alone = subprocess.run(run + ["--work", str(tmp_path / "y"), "--grow-layers", "6"], **common)
-    assert alone.returncode == 2 and "--grow-layers: grows a trained model: --continue-from WORK" in alone.stderr
+    assert alone.returncode == 2 and "--grow-layers: grows a trained model, so it needs --continue-from" in alone.stderr
     third_rows = (third / "data-mixed" / "train.jsonl").read_text()
     assert third_rows not in (first_rows, (later / "data-mixed" / "train.jsonl").read_text())  # its own seeds
     wrong = subprocess.run(run + ["--work", str(third), "--continue-from", str(later), "--stage", "1"], **common)
@@ -216,8 +216,8 @@ def test_a_fresh_model_can_read_plain_text_first_with_the_words_tokenizer(tmp_pa
         (["--plain-steps", "2", "--copy-steps", "2"], "--copy-steps and --plain-steps: a fresh model has one first"),
         (["--plain-steps", "2", "--from-shipped"], "--plain-steps: the first phase of a fresh model, not of a later"),
         (["--tokenizer", "bytes"], "argument --tokenizer: invalid choice: 'bytes'"),
-        (["--layers", "0"], "--layers 0: a fresh model's depth, 1 or more"),
-        (["--layers", "2", "--from-shipped"], "--layers 2: a fresh model's depth"),
+        (["--layers", "0"], "--layers 0: a depth is 1 or more"),
+        (["--layers", "2", "--from-shipped"], "--layers: a fresh model's depth; a later stage deepens a model with"),
     ):
         bad = subprocess.run(run + ["--work", str(tmp_path / "bad")] + flags, **common)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr

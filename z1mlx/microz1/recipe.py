@@ -314,8 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(
             "--grow-layers: grows a trained model, so it needs --continue-from WORK, --from-shipped or a first phase"
         )
-    if args.layers is not None and (args.layers < 1 or args.continue_from or args.from_shipped):
-        p.error(f"--layers {args.layers}: a fresh model's depth, 1 or more")
+    if args.layers is not None and args.layers < 1:
+        p.error(f"--layers {args.layers}: a depth is 1 or more")
+    if args.layers is not None and (args.continue_from or args.from_shipped):
+        p.error("--layers: a fresh model's depth; a later stage deepens a model with --grow-layers")
 
     work = args.work.absolute()
     styles = [MIXED, LONG_ONLY] if args.style == "both" else [args.style]
