@@ -33,12 +33,19 @@ from functools import partial
 CONSTANTS, PAIRS = "constants", "pairs"
 
 
-def constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
-    """(token ids, where the reply starts, where the looked-up value's first token is)."""
-    from z1mlx.microz1.tasks import EASY, LETTERS, Line, Program, short_reply
+def two_constants(rng: random.Random):
+    """`z = 11`, `y = 6`, `print(z)` (either line's name printed)."""
+    from z1mlx.microz1.tasks import EASY, LETTERS, Line, Program
 
     lines = tuple(Line(name, None, "", rng.randint(0, 19)) for name in rng.sample(LETTERS, 2))
-    program = Program(lines, rng.choice(lines).target, EASY)
+    return Program(lines, rng.choice(lines).target, EASY)
+
+
+def constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
+    """(token ids, where the reply starts, where the looked-up value's first token is)."""
+    from z1mlx.microz1.tasks import short_reply
+
+    program = two_constants(rng)
     head, reply = program.text(), short_reply(program)
     encoded = tokenizer(head + reply, add_special_tokens=False)
     value_at = len(head) + len(f"It prints {program.printed} = ")
@@ -48,10 +55,9 @@ def constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
 def framed_constants_row(rng: random.Random, tokenizer) -> tuple[list[int], int, int]:
     """`constants_row`'s case as the front ends render it: the program as a `.py` problem
     through `z1 solve` or as a chat message, in the chat frame, with the demo's system prompt."""
-    from z1mlx.microz1.tasks import EASY, LETTERS, RENDERINGS, Line, Program, question, short_reply
+    from z1mlx.microz1.tasks import RENDERINGS, question, short_reply
 
-    lines = tuple(Line(name, None, "", rng.randint(0, 19)) for name in rng.sample(LETTERS, 2))
-    program = Program(lines, rng.choice(lines).target, EASY)
+    program = two_constants(rng)
     user = [{"role": "user", "content": question(program, rng.choice(RENDERINGS))}]
     head = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
     reply = short_reply(program)
@@ -139,7 +145,7 @@ def main(argv=None) -> int:
     config = qwen2_config(spec, len(tokenizer), rope_theta=10000.0, tie_word_embeddings=True)
     mx.random.seed(args.seed)
     model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
-    warmup = min(100, total // 10)
+    warmup = max(1, min(100, total // 10))
     schedule = optim.join_schedules(
         [optim.linear_schedule(args.lr / 100, args.lr, warmup), optim.cosine_decay(args.lr, total, args.lr / 10)],
         [warmup],

@@ -19,6 +19,12 @@ from .tasks import tokenizer_corpus
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen2's pattern with no space or punctuation glued to a word: what a `words` tokenizer is
+# trained on (it is saved, and loaded, with Qwen2's own pattern).
+WORDS_APART = QWEN2_PATTERN.replace(r"[^\r\n\p{L}\p{N}]?\p{L}+", r"\p{L}+")
+LETTERS_ALONE, WORDS = "letters", "words"
+TOKENIZERS = (LETTERS_ALONE, WORDS)
+ROLE_NAMES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -30,15 +36,7 @@ class MicroSpec:
     intermediate_size: int = 512
     vocab_target: int = 512
     seed: int = 0
-    tokenizer: str = "letters"  # LETTERS_ALONE or WORDS (see build_tokenizer)
-
-
-# Qwen2's pattern with no space or punctuation glued to a word: what a `words` tokenizer is
-# trained on (it is saved, and loaded, with Qwen2's own pattern).
-WORDS_APART = QWEN2_PATTERN.replace(r"[^\r\n\p{L}\p{N}]?\p{L}+", r"\p{L}+")
-LETTERS_ALONE, WORDS = "letters", "words"
-TOKENIZERS = (LETTERS_ALONE, WORDS)
-ROLE_NAMES = ("system", "user", "assistant")
+    tokenizer: str = LETTERS_ALONE  # or WORDS (see build_tokenizer)
 
 
 def build_tokenizer(vocab_target: int, kind: str = LETTERS_ALONE):
@@ -72,13 +70,13 @@ def build_tokenizer(vocab_target: int, kind: str = LETTERS_ALONE):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    if kind == WORDS:
-        tokenizer.train_from_iterator(tokenizer_corpus() + [f"{role}\n" for role in ROLE_NAMES] * 200, trainer=trainer)
-        tokenizer.pre_tokenizer = pattern(QWEN2_PATTERN)
-        tokenizer.add_special_tokens(SPECIAL_TOKENS)
-        return tokenizer
-    tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
-    return _letters_alone(tokenizer)
+    if kind != WORDS:
+        tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+        return _letters_alone(tokenizer)
+    tokenizer.train_from_iterator(tokenizer_corpus() + [f"{role}\n" for role in ROLE_NAMES] * 200, trainer=trainer)
+    tokenizer.pre_tokenizer = pattern(QWEN2_PATTERN)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    return tokenizer
 
 
 def _letters_alone(tokenizer):

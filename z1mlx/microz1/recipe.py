@@ -176,6 +176,17 @@ def convert(work: Path, style: str, q_bits: int | None, env: dict, trace: str = 
     return out
 
 
+def grow(source: Path, out: Path, layers: int, seed: int = 0) -> int | None:
+    """`source` grown to `layers` in `out` (`build.grow_model`): its depth before, or None (and
+    a line saying why) when it already has more layers."""
+    depth = json.loads((source / "config.json").read_text())["num_hidden_layers"]
+    if layers < depth:
+        log(f"--grow-layers {layers}: {source} already has {depth} layers")
+        return None
+    grow_model(source, out, layers, seed=seed)
+    return depth
+
+
 def shipped_tokenizer() -> str:
     """Which tokenizer the shipped demo was built with (`build.TOKENIZERS`)."""
     path = MODELS / NAMES[MIXED] / "config.json"
@@ -309,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("copy_steps", "plain_steps"):
         if getattr(args, flag) and (args.continue_from or args.from_shipped):
             p.error(f"--{flag.replace('_', '-')}: the first phase of a fresh model, not of a later stage")
-    first_phase = args.copy_steps or args.plain_steps
-    if args.grow_layers is not None and not (args.continue_from or args.from_shipped or first_phase):
+    first_steps = args.copy_steps or args.plain_steps
+    if args.grow_layers is not None and not (args.continue_from or args.from_shipped or first_steps):
         p.error(
             "--grow-layers: grows a trained model, so it needs --continue-from WORK, --from-shipped or a first phase"
         )
@@ -318,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--layers {args.layers}: a depth is 1 or more")
     if args.layers is not None and (args.continue_from or args.from_shipped):
         p.error("--layers: a fresh model's depth; a later stage deepens a model with --grow-layers")
+
+    def fresh_spec(spec: MicroSpec) -> MicroSpec:
+        return replace(spec, tokenizer=args.tokenizer, num_hidden_layers=args.layers or spec.num_hidden_layers)
 
     work = args.work.absolute()
     styles = [MIXED, LONG_ONLY] if args.style == "both" else [args.style]
@@ -350,27 +364,21 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copytree(earlier, bases[style])
                 log(f"{NAMES[style]} continues from {earlier}")
                 continue
-            depth = json.loads((earlier / "config.json").read_text())["num_hidden_layers"]
-            if args.grow_layers < depth:
-                log(f"--grow-layers {args.grow_layers}: {earlier} already has {depth} layers")
+            depth = grow(earlier, bases[style], args.grow_layers, seed=args.stage)
+            if depth is None:
                 return 2
-            grow_model(earlier, bases[style], args.grow_layers, seed=args.stage)
             log(f"{NAMES[style]} continues from {earlier}, grown from {depth} to {args.grow_layers} layers")
     elif styles == [DRAFT]:
         log(f"building a fresh draft model in {work / 'base-draft'}")
-        spec = replace(DRAFT_SPEC, tokenizer=args.tokenizer)
-        spec = replace(spec, num_hidden_layers=args.layers or spec.num_hidden_layers)
-        bases[DRAFT] = build_fresh_model(work / "base-draft", spec)
+        bases[DRAFT] = build_fresh_model(work / "base-draft", fresh_spec(DRAFT_SPEC))
         check_tokenizer(bases[DRAFT], tokenizer_corpus(200, seed=99))
         if args.tokenizer == shipped_tokenizer():
             same_vocabulary(bases[DRAFT], MODELS / NAMES[MIXED])
     else:
         log(f"building a fresh model in {work / 'base'}")
-        spec = MicroSpec(tokenizer=args.tokenizer)
-        base = build_fresh_model(work / "base", replace(spec, num_hidden_layers=args.layers or spec.num_hidden_layers))
+        base = build_fresh_model(work / "base", fresh_spec(MicroSpec()))
         check_tokenizer(base, tokenizer_corpus(200, seed=99))
         bases = {style: base for style in styles}
-    first_steps = args.copy_steps or args.plain_steps
     if first_steps:
         # One first phase for the fresh model; every style's task training goes on from it.
         phase = "copy" if args.copy_steps else "plain"
@@ -395,12 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         bases = {style: work / "home" / "models" / name for style in styles}
         if args.grow_layers is not None:
-            first = bases[styles[0]]
-            depth = json.loads((first / "config.json").read_text())["num_hidden_layers"]
-            if args.grow_layers < depth:
-                log(f"--grow-layers {args.grow_layers}: the first phase's model already has {depth} layers")
+            first, grown = bases[styles[0]], work / f"base-{phase}-grown"
+            depth = grow(first, grown, args.grow_layers)
+            if depth is None:
                 return 2
-            grown = grow_model(first, work / f"base-{phase}-grown", args.grow_layers)
             log(f"the task goes on from {first}, grown from {depth} to {args.grow_layers} layers")
             bases = {style: grown for style in styles}
     for style in styles:
