@@ -188,24 +188,30 @@ def test_the_training_children_get_the_kernel_set_the_cpu_runs(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_a_fresh_model_can_read_plain_text_first_with_the_words_tokenizer(tmp_path):
+def test_a_fresh_model_can_copy_then_read_bare_programs_first_with_the_words_tokenizer(tmp_path):
     from tokenizers import Tokenizer
 
     work = tmp_path / "work"
     run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0", "--style", "draft"]
     common = {"capture_output": True, "text": True, "timeout": 900}
-    sizes = ["--draft-rows", "48", "--draft-iters", "2", "--plain-steps", "3", "--tokenizer", "words"]
-    sizes += ["--layers", "1", "--grow-layers", "2"]  # the first phase on 1 layer, the task on 2
+    sizes = ["--draft-rows", "48", "--draft-iters", "2", "--echo-steps", "3", "--bare-steps", "2"]
+    sizes += ["--bare-lr", "2e-3", "--tokenizer", "words", "--layers", "1", "--grow-layers", "2"]
     proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in (work / "data-plain" / "train.jsonl").read_text().splitlines()]
-    assert len(rows) == 12 and all(set(row) == {"text"} for row in rows)
-    plain = json.loads((work / "run-plain" / "finetune.json").read_text())
-    assert plain["settings"]["type"] == "full" and plain["settings"]["iters"] == 3
+    for phase, count in (("echo", 12), ("bare", 8)):
+        rows = [json.loads(line) for line in (work / f"data-{phase}" / "train.jsonl").read_text().splitlines()]
+        assert len(rows) == count and all(set(row) == {"prefix", "completion"} for row in rows)  # plain rows
+    echo = json.loads((work / "run-echo" / "finetune.json").read_text())
+    assert echo["settings"]["type"] == "full" and echo["settings"]["iters"] == 3
+    assert echo["settings"]["model"] == str(work / "base-draft")
+    assert echo["data"]["train"]["format"] == "prefix/completion"
+    bare = json.loads((work / "run-bare" / "finetune.json").read_text())
+    assert bare["settings"]["iters"] == 2 and bare["settings"]["lr"] == 2e-3
+    assert bare["settings"]["model"] == str(work / "home" / "models" / "base-draft-echo-float32")  # after copying
     assert json.loads((work / "base-draft" / "config.json").read_text())["num_hidden_layers"] == 1
     task = json.loads((work / "run-draft" / "finetune.json").read_text())
-    assert task["settings"]["model"] == str(work / "base-plain-grown")  # grown from the first phase's weights
-    grown = json.loads((work / "base-plain-grown" / "config.json").read_text())
+    assert task["settings"]["model"] == str(work / "base-bare-grown")  # grown from the last phase's weights
+    grown = json.loads((work / "base-bare-grown" / "config.json").read_text())
     assert grown["num_hidden_layers"] == 2 and grown["micro_z1"]["grown_from"] == 1
     vocab = Tokenizer.from_file(str(work / "out" / "demo-draft" / "tokenizer.json")).get_vocab()
     assert "system" in vocab and "assistant" in vocab  # the words tokenizer, through to the converted model
@@ -213,8 +219,11 @@ def test_a_fresh_model_can_read_plain_text_first_with_the_words_tokenizer(tmp_pa
     assert config["micro_z1"]["tokenizer"] == "words"
     for flags, message in (
         (["--plain-steps", "-2"], "--plain-steps -2: a number of steps is 0 or more"),
+        (["--bare-steps", "-1"], "--bare-steps -1: a number of steps is 0 or more"),
         (["--plain-steps", "2", "--copy-steps", "2"], "--copy-steps and --plain-steps: a fresh model has one first"),
+        (["--echo-steps", "2", "--plain-steps", "2"], "--plain-steps and --echo-steps: a fresh model has one first"),
         (["--plain-steps", "2", "--from-shipped"], "--plain-steps: the first phase of a fresh model, not of a later"),
+        (["--bare-steps", "2", "--from-shipped"], "--bare-steps: the first phase of a fresh model, not of a later"),
         (["--tokenizer", "bytes"], "argument --tokenizer: invalid choice: 'bytes'"),
         (["--layers", "0"], "--layers 0: a depth is 1 or more"),
         (["--layers", "2", "--from-shipped"], "--layers: a fresh model's depth; a later stage deepens a model with"),

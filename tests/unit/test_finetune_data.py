@@ -256,3 +256,33 @@ def test_pack_and_unpack_round_trip():
     back = fd.unpack(**fd.pack(rows))
     assert [(list(map(int, ids)), p) for ids, p in back] == [([1, 2, 3], 1), ([4, 5], 0)]
     assert all(isinstance(ids, np.ndarray) for ids, _ in back)
+
+
+def test_prefix_completion_rows_are_plain_with_the_loss_on_the_completion(tmp_path, tokenizer):
+    rows = [{"prefix": "x = 3\nprint(x)\n", "completion": "3"}, {"prefix": "ab", "completion": "ab"}]
+    parsed = fd.parse_file(write_jsonl(tmp_path / "p.jsonl", rows))
+    assert parsed.format == "prefix/completion" and parsed.issues == []
+    end = fd.end_token_id(tokenizer)
+    for row, raw in zip(parsed.rows, rows):
+        ids, prompt_len = fd.tokenize_row(row, tokenizer, end)
+        # No chat frame: the prefix's own tokens, then the completion's, tokenized apart.
+        assert ids[:prompt_len] == list(tokenizer.encode(raw["prefix"]))
+        assert ids[prompt_len:-1] == list(tokenizer.encode(raw["completion"], add_special_tokens=False))
+        assert ids[-1] == end and "<|im_start|>" not in tokenizer.decode(ids)
+    # Tokenized apart: "ab" + "ab" keeps its seam even where "abab" would merge across it.
+    ids, prompt_len = fd.tokenize_row(parsed.rows[1], tokenizer, end)
+    assert tokenizer.decode(ids[prompt_len:]) == "ab<|im_end|>"
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prefix": "x", "completion": ""}, "field 'completion' is empty"),
+        ({"prefix": "", "completion": "y"}, "field 'prefix' is empty"),
+        ({"prefix": "x"}, "missing field 'completion'"),
+        ({"prefix": 3, "completion": "y"}, "field 'prefix' must be a string, got int"),
+    ],
+)
+def test_bad_prefix_completion_rows_are_named(tmp_path, row, message):
+    parsed = fd.parse_file(write_jsonl(tmp_path / "bad.jsonl", [row]))
+    assert [str(issue) for issue in parsed.issues] == [f"{tmp_path / 'bad.jsonl'}:1: {message}"]

@@ -52,6 +52,7 @@ data (JSONL, one format per file, every line checked):
   {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}
   {"prompt": ..., "completion": ...}
   {"conversations": [{"from": "system"|"human"|"gpt", "value": ...}, ...]}
+  {"prefix": ..., "completion": ...}                  plain text, loss on the completion
   {"text": ...}                                       plain text, loss on all of it
   Chat rows are trained as Z1 was: ChatML, user turn = question, assistant turn =
   response + <|im_end|>, loss on the response only (multi-turn rows: on the last reply).

@@ -4,8 +4,11 @@ Pure logic, no mlx: every row format becomes the same `Row` (a conversation whos
 turn is the assistant's reply, or plain text), and every `Row` becomes the same token
 ids, the way Z1 was trained: ChatML prompt (Qwen's default system prompt when the row
 has none), then the response, then `<|im_end|>`; the loss covers the response and the
-end token only. Problems are collected as `FILE:LINE: message`, never raised one by one,
-so a user sees them all (up to a limit) before anything is trained or written.
+end token only. Plain rows have no chat frame: `{"text"}` is trained whole, and
+`{"prefix", "completion"}` is the two texts joined, with the loss on the completion (and the
+end token) only, as a base model's continuation would be trained. Problems are collected
+as `FILE:LINE: message`, never raised one by one, so a user sees them all (up to a limit)
+before anything is trained or written.
 """
 
 import hashlib
@@ -22,6 +25,7 @@ import numpy as np
 FORMATS = {
     "question/response": ("question", "response"),
     "messages": ("messages",),
+    "prefix/completion": ("prefix",),  # before prompt/completion, which shares "completion"
     "prompt/completion": ("prompt", "completion"),
     "sharegpt": ("conversations",),
     "text": ("text",),
@@ -62,12 +66,14 @@ class DataErrors(Exception):
 
 @dataclass(frozen=True)
 class Row:
-    """One training example: `messages` ends with the assistant's reply, or `text` is set."""
+    """One training example: `messages` ends with the assistant's reply, or `text` is set (plain
+    text, after `prefix` where the loss starts past one)."""
 
     path: str
     line: int
     messages: tuple[tuple[str, str], ...] = ()
     text: str | None = None
+    prefix: str | None = None
 
 
 @dataclass
@@ -153,7 +159,8 @@ def _turns(items, field_name: str, role_key: str, text_key: str, role_map: dict[
 
 
 def row_messages(row: dict, fmt: str) -> tuple[list[tuple[str, str]] | None, str | None]:
-    """(turns, None) for chat formats, (None, text) for `text`; ValueError says what is wrong."""
+    """(turns, None) for chat formats, (None, text) for `text` and `prefix/completion` (whose
+    completion this is; the prefix stays in the row); ValueError says what is wrong."""
     if fmt == "question/response":
         return [("user", _text_field(row, "question")), ("assistant", _text_field(row, "response"))], None
     if fmt == "prompt/completion":
@@ -162,6 +169,9 @@ def row_messages(row: dict, fmt: str) -> tuple[list[tuple[str, str]] | None, str
         return _turns(row["messages"], "messages", "role", "content", {r: r for r in ROLES}), None
     if fmt == "sharegpt":
         return _turns(row["conversations"], "conversations", "from", "value", SHAREGPT_ROLES), None
+    if fmt == "prefix/completion":
+        _text_field(row, "prefix")
+        return None, _text_field(row, "completion")
     return None, _text_field(row, "text")
 
 
@@ -226,7 +236,7 @@ def parse_file(path: Path, keep_think_tags: bool = False) -> ParsedFile:
                     continue
             rows.append(Row(name, number, messages=tuple(turns)))
         else:
-            rows.append(Row(name, number, text=plain))
+            rows.append(Row(name, number, text=plain, prefix=row.get("prefix") if fmt == "prefix/completion" else None))
     if not rows and not issues:
         issues.append(Issue(name, 1, "no rows (the file is empty)"))
     return ParsedFile(path, file_format, rows, issues)
@@ -260,7 +270,13 @@ def end_token_id(tokenizer) -> int:
 
 
 def tokenize_row(row: Row, tokenizer, end: int) -> tuple[list[int], int]:
-    """(ids, prompt_len): prompt rendered by the chat template, reply + `end` after it."""
+    """(ids, prompt_len): prompt rendered by the chat template, reply + `end` after it. A prefix
+    and its completion are tokenized apart, so that the loss starts exactly where the completion
+    does (no token spans the seam)."""
+    if row.text is not None and row.prefix is not None:
+        prefix = list(tokenizer.encode(row.prefix))
+        completion = list(tokenizer.encode(row.text, add_special_tokens=False))
+        return prefix + completion + ([] if completion[-1:] == [end] else [end]), len(prefix)
     if row.text is not None:
         ids = list(tokenizer.encode(row.text))
         return (ids if ids and ids[-1] == end else ids + [end]), 0

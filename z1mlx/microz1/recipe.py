@@ -9,6 +9,8 @@
     python -m z1mlx.microz1.recipe --work build/mz9 --from-shipped --stage 9 --trace goal ... # another trace
     python -m z1mlx.microz1.recipe --work build/mzg --style mixed --tokenizer words \
         --layers 2 --plain-steps 1500 --grow-layers 4 ...        # a plain first phase on 2 layers, then 4
+    python -m z1mlx.microz1.recipe --work build/mzf --style mixed --tokenizer words \
+        --layers 2 --echo-steps 2000 --bare-steps 500 --grow-layers 4 ...  # copying, bare programs, then 4
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
@@ -48,8 +50,10 @@ from .tasks import (
     MIXED,
     TRACES,
     tokenizer_corpus,
+    write_bare_dataset,
     write_copy_dataset,
     write_dataset,
+    write_echo_dataset,
     write_plain_dataset,
 )
 
@@ -72,6 +76,9 @@ BATCH_SIZE = 12
 # Measured: at 2e-3 the loss on the looked-up values stayed flat (the model guessed, ~5%); at 5e-4 the
 # lookups are learned (EASY 4% -> 70% on the same data).
 LEARNING_RATE = 5e-4
+# Measured in a small loop: after copying had formed, the lookup by name on bare rows was learned
+# at 1e-3 (100% in 250 steps) and not at 5e-4 (about 70%, near chance, after 750).
+BARE_LEARNING_RATE = 1e-3
 
 
 def log(message: str) -> None:
@@ -273,6 +280,28 @@ def main(argv: list[str] | None = None) -> int:
         "the task's programs with their replies), then the task in the chat frame (default 0)",
     )
     p.add_argument(
+        "--echo-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a fresh model's first phase: N steps of plain copying rows (a random string, then the same "
+        "again; no chat frame, the loss on the copy alone), as a base model's pretraining would teach (default 0)",
+    )
+    p.add_argument(
+        "--bare-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after any first phase: N steps of the task's programs and their replies with no chat frame "
+        "(the loss on the reply alone), half of them two-constant programs, before the task (default 0)",
+    )
+    p.add_argument(
+        "--bare-lr",
+        type=float,
+        default=BARE_LEARNING_RATE,
+        help=f"the learning rate of the --bare-steps phase (default {BARE_LEARNING_RATE:g})",
+    )
+    p.add_argument(
         "--layers",
         type=int,
         metavar="N",
@@ -311,16 +340,16 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--stage {args.stage}: a later stage is 2 or more (the first stage has no --continue-from)")
     if args.from_shipped and args.continue_from:
         p.error("--from-shipped and --continue-from: a later stage goes on from one of them")
-    if args.copy_steps < 0:
-        p.error(f"--copy-steps {args.copy_steps}: a number of steps is 0 or more")
-    if args.plain_steps < 0:
-        p.error(f"--plain-steps {args.plain_steps}: a number of steps is 0 or more")
-    if args.copy_steps and args.plain_steps:
-        p.error("--copy-steps and --plain-steps: a fresh model has one first phase")
-    for flag in ("copy_steps", "plain_steps"):
-        if getattr(args, flag) and (args.continue_from or args.from_shipped):
-            p.error(f"--{flag.replace('_', '-')}: the first phase of a fresh model, not of a later stage")
-    first_steps = args.copy_steps or args.plain_steps
+    first_phases = {"copy": args.copy_steps, "plain": args.plain_steps, "echo": args.echo_steps}
+    for phase, steps in {**first_phases, "bare": args.bare_steps}.items():
+        if steps < 0:
+            p.error(f"--{phase}-steps {steps}: a number of steps is 0 or more")
+        if steps and (args.continue_from or args.from_shipped):
+            p.error(f"--{phase}-steps: the first phase of a fresh model, not of a later stage")
+    chosen = [f"--{phase}-steps" for phase, steps in first_phases.items() if steps]
+    if len(chosen) > 1:
+        p.error(f"{' and '.join(chosen)}: a fresh model has one first phase (--bare-steps may follow it)")
+    first_steps = sum(first_phases.values()) + args.bare_steps
     if args.grow_layers is not None and not (args.continue_from or args.from_shipped or first_steps):
         p.error(
             "--grow-layers: grows a trained model, so it needs --continue-from WORK, --from-shipped or a first phase"
@@ -380,30 +409,35 @@ def main(argv: list[str] | None = None) -> int:
         check_tokenizer(base, tokenizer_corpus(200, seed=99))
         bases = {style: base for style in styles}
     if first_steps:
-        # One first phase for the fresh model; every style's task training goes on from it.
-        phase = "copy" if args.copy_steps else "plain"
-        fresh = next(iter(bases.values()))
-        rows = first_steps * args.batch_size
-        log(f"writing {rows} {phase} rows to {work / f'data-{phase}'}")
-        writer = write_copy_dataset if args.copy_steps else write_plain_dataset
-        writer(work / f"data-{phase}", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
-        name = f"{fresh.name}-{phase}-float32"
-        shutil.rmtree(work / f"run-{phase}", ignore_errors=True)
-        shutil.rmtree(work / "home" / "models" / name, ignore_errors=True)
-        command = full_finetune(
-            fresh, work / f"data-{phase}", work / f"run-{phase}", name, first_steps, args.batch_size, args.lr
-        )
-        log(f"{phase} rows first: {' '.join(command[2:])}")
-        with open(work / f"train-{phase}.log", "w") as log_file:
-            code = subprocess.run(
-                command, env=child_env(work, None), stdout=log_file, stderr=subprocess.STDOUT
-            ).returncode
-        if code:
-            log(f"the {phase} phase failed (exit {code}); see {work / f'train-{phase}.log'}")
-            return 1
-        bases = {style: work / "home" / "models" / name for style in styles}
+        # The first phases, in order, each from the model the one before it left; every style's
+        # task training goes on from the last.
+        writers = {"copy": write_copy_dataset, "plain": write_plain_dataset, "echo": write_echo_dataset}
+        phases = [(phase, writers[phase], steps, args.lr) for phase, steps in first_phases.items() if steps]
+        if args.bare_steps:
+            phases.append(("bare", write_bare_dataset, args.bare_steps, args.bare_lr))
+        model = next(iter(bases.values()))
+        for phase, writer, steps, lr in phases:
+            rows = steps * args.batch_size
+            log(f"writing {rows} {phase} rows to {work / f'data-{phase}'}")
+            writer(work / f"data-{phase}", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
+            name = f"{model.name.removesuffix('-float32')}-{phase}-float32"
+            shutil.rmtree(work / f"run-{phase}", ignore_errors=True)
+            shutil.rmtree(work / "home" / "models" / name, ignore_errors=True)
+            command = full_finetune(
+                model, work / f"data-{phase}", work / f"run-{phase}", name, steps, args.batch_size, lr
+            )
+            log(f"{phase} rows first: {' '.join(command[2:])}")
+            with open(work / f"train-{phase}.log", "w") as log_file:
+                code = subprocess.run(
+                    command, env=child_env(work, None), stdout=log_file, stderr=subprocess.STDOUT
+                ).returncode
+            if code:
+                log(f"the {phase} phase failed (exit {code}); see {work / f'train-{phase}.log'}")
+                return 1
+            model = work / "home" / "models" / name
+        bases = {style: model for style in styles}
         if args.grow_layers is not None:
-            first, grown = bases[styles[0]], work / f"base-{phase}-grown"
+            first, grown = model, work / f"base-{phase}-grown"
             depth = grow(first, grown, args.grow_layers)
             if depth is None:
                 return 2
