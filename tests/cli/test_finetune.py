@@ -286,6 +286,7 @@ def test_resume_refuses_other_data_model_or_settings(trained, data, tiny_model, 
         (["--data", str(other)], "it was trained on train data"),
         (["--data", str(data), "--model", str(tiny_checkpoint)], "it was trained on base model"),
         (["--data", str(data), "--rank", "4"], "--rank 4 differs from the run being resumed (8)"),
+        (["--data", str(data), "--batching", "shuffled"], "--batching shuffled differs from the run being resumed"),
         (["--data", str(data), "--model", str(tiny_model)], f"{out} already finished 60 iterations"),
     ]
     before = sorted(p.name for p in out.rglob("*"))

@@ -195,7 +195,7 @@ def test_a_fresh_model_can_copy_then_read_bare_programs_first_with_the_words_tok
     run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0", "--style", "draft"]
     common = {"capture_output": True, "text": True, "timeout": 900}
     sizes = ["--draft-rows", "48", "--draft-iters", "2", "--echo-steps", "3", "--bare-steps", "2"]
-    sizes += ["--bare-lr", "2e-3", "--tokenizer", "words", "--layers", "1", "--grow-layers", "2"]
+    sizes += ["--lr", "2e-3", "--tokenizer", "words", "--layers", "1", "--grow-layers", "2"]
     proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for phase, count in (("echo", 12), ("bare", 8)):
@@ -207,9 +207,11 @@ def test_a_fresh_model_can_copy_then_read_bare_programs_first_with_the_words_tok
     assert echo["data"]["train"]["format"] == "prefix/completion"
     bare = json.loads((work / "run-bare" / "finetune.json").read_text())
     assert bare["settings"]["iters"] == 2 and bare["settings"]["lr"] == 2e-3
+    assert echo["settings"]["batching"] == bare["settings"]["batching"] == "shuffled"  # plain phases: shuffled
     assert bare["settings"]["model"] == str(work / "home" / "models" / "base-draft-echo-float32")  # after copying
     assert json.loads((work / "base-draft" / "config.json").read_text())["num_hidden_layers"] == 1
     task = json.loads((work / "run-draft" / "finetune.json").read_text())
+    assert task["settings"]["batching"] == "length"  # the task's rows as the shipped models had them
     assert task["settings"]["model"] == str(work / "base-bare-grown")  # grown from the last phase's weights
     grown = json.loads((work / "base-bare-grown" / "config.json").read_text())
     assert grown["num_hidden_layers"] == 2 and grown["micro_z1"]["grown_from"] == 1

@@ -25,6 +25,7 @@ from .job import ADAPTER_CONFIG, Job, latest_checkpoint
 from .progress import Progress, eta_text, fmt
 from .runner import LOG, Outcome, run_worker
 from .settings import (
+    BATCHINGS,
     MANIFEST,
     Settings,
     check_resume,
@@ -76,6 +77,11 @@ defaults, chosen for a 16 GB Mac and the store's 4-bit Z1-7B (QLoRA):
                                      fine-tune rate, LoRA needs about ten times more
   --epochs 2                         Z1's recipe
   --save-every 100 --eval-every 200 --val-batches 25 --report-every 10
+  --batching length                  mlx-lm's batches: rows sorted by length, cut into
+                                     batches, the batches shuffled; little padding. In a
+                                     batch of one length, a model can fit every row by
+                                     position alone; --batching shuffled draws each batch's
+                                     rows at random (more padding, the same rows per epoch)
 
 output (--out, default: z1's data directory/adapters/DATA-NAME-TIMESTAMP):
   adapter_config.json, adapters.safetensors   loadable by mlx-lm (--adapter-path)
@@ -128,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-batches", type=int, help="batches per validation, -1 for all (default 25)")
     p.add_argument("--report-every", type=positive_int, help="one progress report every N steps (default 10)")
     p.add_argument("--seed", type=int, help="seed for the hold-out, data order and adapter init (default 0)")
+    p.add_argument(
+        "--batching",
+        choices=BATCHINGS,
+        help="length: each batch rows of about one length, as mlx-lm batches them (least padding); shuffled: "
+        "rows drawn at random, so that no batch is all of one length (default length)",
+    )
     p.add_argument("--resume", action="store_true", help="continue --out DIR from its latest checkpoint")
     p.add_argument(
         "--fuse-dequantize",
@@ -411,6 +423,7 @@ def _train(plan: Plan, out: Path, start: int, checkpoint: Path | None) -> Outcom
             max_seq_length=s.max_seq_length,
             grad_checkpoint=s.grad_checkpoint,
             seed=s.seed,
+            batching=s.batching,
         )
         job_path = Path(scratch) / "job.json"
         job.write(job_path)

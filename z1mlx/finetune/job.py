@@ -35,6 +35,7 @@ class Job:
     max_seq_length: int
     grad_checkpoint: bool
     seed: int
+    batching: str = "length"
 
     @classmethod
     def read(cls, path: Path) -> "Job":

@@ -37,8 +37,10 @@ class Settings:
     seed: int
     keep_think_tags: bool
     skip_long: bool
+    batching: str = "length"  # "length": mlx-lm's batches of similar length; "shuffled": rows drawn at random
 
 
+BATCHINGS = ("length", "shuffled")
 DEFAULTS = {
     "valid": None,
     "model": "z1-7b",
@@ -58,6 +60,7 @@ DEFAULTS = {
     "seed": 0,
     "keep_think_tags": False,
     "skip_long": False,
+    "batching": "length",
 }
 # A resumed run must train the same thing the same way; only its length and reporting may change.
 FIXED_ON_RESUME = (
@@ -70,6 +73,7 @@ FIXED_ON_RESUME = (
     "seed",
     "keep_think_tags",
     "skip_long",
+    "batching",
 )
 
 
@@ -114,7 +118,7 @@ def resolve_settings(args: argparse.Namespace, previous: dict | None) -> Setting
         if values["lr"] is None:
             values["lr"] = default_lr(values["type"])
         return Settings(**values)
-    stored = previous["settings"]
+    stored = {**DEFAULTS, **previous["settings"]}  # a run from before a setting existed had its default
     for key in FIXED_ON_RESUME:
         if key in given and given[key] != stored[key]:
             raise Z1Error(

@@ -171,9 +171,33 @@ class Run(TrainingCallback):
         return final
 
 
-def batches(run: Run):
-    """mlx-lm's `iterate_batches`, one seeded pass per epoch, resumable at any iteration."""
+def shuffled_batches(dataset, batch_size: int, max_seq_length: int, seed: int, comm_group=None):
+    """One pass over `dataset` in a seeded random order, `batch_size` rows a batch, each batch
+    padded and laid out by mlx-lm's own `iterate_batches` (run on that batch's rows alone).
+
+    mlx-lm sorts rows by length before it cuts them into batches, so a batch holds rows of about
+    one length: little padding, but where rows of one length share a layout, a model can fit a
+    whole batch by position alone. Measured in a small loop (2 layers x 192, batches of 12 at
+    5e-4): strings followed by their copy were copied 90.0% right after 1000 steps in mixed
+    batches, 26.5% in batches of one length."""
+    import numpy as np
     from mlx_lm.tuner.trainer import iterate_batches
+
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        rows = [dataset[int(i)] for i in order[start : start + batch_size]]
+        yield next(iterate_batches(rows, batch_size, max_seq_length, comm_group=comm_group))
+
+
+def batches(run: Run):
+    """mlx-lm's `iterate_batches` (or `shuffled_batches`), one seeded pass per epoch, resumable
+    at any iteration."""
+    from mlx_lm.tuner.trainer import iterate_batches
+
+    def epoch_batches(dataset, batch_size, max_seq_length, seed, comm_group):
+        if run.job.batching == "shuffled":
+            return shuffled_batches(dataset, batch_size, max_seq_length, seed, comm_group=comm_group)
+        return iterate_batches(dataset, batch_size, max_seq_length, seed=seed, comm_group=comm_group)
 
     def iterate(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
         if not loop:  # validation
@@ -185,10 +209,8 @@ def batches(run: Run):
         while True:
             # The epoch's order depends on the seed and the epoch only: a resumed run sees
             # the batches the uninterrupted run would have seen.
-            epoch_batches = iterate_batches(
-                dataset, batch_size, max_seq_length, seed=run.job.seed * 100_003 + epoch, comm_group=comm_group
-            )
-            for index, batch in enumerate(epoch_batches):
+            seed = run.job.seed * 100_003 + epoch
+            for index, batch in enumerate(epoch_batches(dataset, batch_size, max_seq_length, seed, comm_group)):
                 if index < skip:
                     continue
                 run.between_steps(done)

@@ -76,9 +76,6 @@ BATCH_SIZE = 12
 # Measured: at 2e-3 the loss on the looked-up values stayed flat (the model guessed, ~5%); at 5e-4 the
 # lookups are learned (EASY 4% -> 70% on the same data).
 LEARNING_RATE = 5e-4
-# Measured in a small loop: after copying had formed, the lookup by name on bare rows was learned
-# at 1e-3 (100% in 250 steps) and not at 5e-4 (about 70%, near chance, after 750).
-BARE_LEARNING_RATE = 1e-3
 
 
 def log(message: str) -> None:
@@ -133,12 +130,16 @@ def data_style(style: str) -> str:
     return MIXED if style == DRAFT else style  # the draft learns the demo's own replies
 
 
-def finetune_command(work: Path, base: Path, style: str, iters: int, batch_size: int, lr: float) -> list[str]:
+def finetune_command(
+    work: Path, base: Path, style: str, iters: int, batch_size: int, lr: float, batching: str = "length"
+) -> list[str]:
     name = f"{NAMES[style]}-float32"
-    return full_finetune(base, work / f"data-{style}", work / f"run-{style}", name, iters, batch_size, lr)
+    return full_finetune(base, work / f"data-{style}", work / f"run-{style}", name, iters, batch_size, lr, batching)
 
 
-def full_finetune(base: Path, data: Path, out: Path, name: str, iters: int, batch_size: int, lr: float) -> list[str]:
+def full_finetune(
+    base: Path, data: Path, out: Path, name: str, iters: int, batch_size: int, lr: float, batching: str = "length"
+) -> list[str]:
     """`z1 finetune --type full` of every weight, fused into the store as `name`."""
     return z1_command(
         "finetune",
@@ -165,6 +166,8 @@ def full_finetune(base: Path, data: Path, out: Path, name: str, iters: int, batc
         "5",
         "--save-every",
         "250",
+        "--batching",
+        batching,
         "--fuse",
         name,
     )
@@ -230,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draft-iters", type=int, help="training steps of the draft (default 1200)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--lr", type=float, default=LEARNING_RATE)
+    p.add_argument(
+        "--batching",
+        choices=("length", "shuffled"),
+        default="length",
+        help="how `z1 finetune` batches the task's rows (its --batching; default length, as the shipped models "
+        "were trained); the --echo-steps and --bare-steps phases are always shuffled",
+    )
     p.add_argument("--q-bits", type=int, default=8, help="bits of the shipped weights; 0 for float32 (default 8)")
     p.add_argument("--install", action="store_true", help="copy the converted models into the package")
     p.add_argument(
@@ -292,14 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="N",
-        help="after any first phase: N steps of the task's programs and their replies with no chat frame "
-        "(the loss on the reply alone), half of them two-constant programs, before the task (default 0)",
-    )
-    p.add_argument(
-        "--bare-lr",
-        type=float,
-        default=BARE_LEARNING_RATE,
-        help=f"the learning rate of the --bare-steps phase (default {BARE_LEARNING_RATE:g})",
+        help="after any first phase: N steps of two-constant programs (`z = 11`, `y = 6`, `print(z)`) and their "
+        "replies with no chat frame (the loss on the reply alone), the lookup by name alone (default 0)",
     )
     p.add_argument(
         "--layers",
@@ -411,20 +415,23 @@ def main(argv: list[str] | None = None) -> int:
     if first_steps:
         # The first phases, in order, each from the model the one before it left; every style's
         # task training goes on from the last.
+        # The plain phases (echo, bare) are batched at random: in mlx-lm's batches of one length a
+        # copy by position fits a whole batch (see `tasks.echo_row`).
         writers = {"copy": write_copy_dataset, "plain": write_plain_dataset, "echo": write_echo_dataset}
-        phases = [(phase, writers[phase], steps, args.lr) for phase, steps in first_phases.items() if steps]
+        phases = [(phase, writers[phase], steps) for phase, steps in first_phases.items() if steps]
         if args.bare_steps:
-            phases.append(("bare", write_bare_dataset, args.bare_steps, args.bare_lr))
+            phases.append(("bare", write_bare_dataset, args.bare_steps))
         model = next(iter(bases.values()))
-        for phase, writer, steps, lr in phases:
+        for phase, writer, steps in phases:
             rows = steps * args.batch_size
             log(f"writing {rows} {phase} rows to {work / f'data-{phase}'}")
             writer(work / f"data-{phase}", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
             name = f"{model.name.removesuffix('-float32')}-{phase}-float32"
             shutil.rmtree(work / f"run-{phase}", ignore_errors=True)
             shutil.rmtree(work / "home" / "models" / name, ignore_errors=True)
+            batching = "shuffled" if phase in ("echo", "bare") else args.batching
             command = full_finetune(
-                model, work / f"data-{phase}", work / f"run-{phase}", name, steps, args.batch_size, lr
+                model, work / f"data-{phase}", work / f"run-{phase}", name, steps, args.batch_size, args.lr, batching
             )
             log(f"{phase} rows first: {' '.join(command[2:])}")
             with open(work / f"train-{phase}.log", "w") as log_file:
@@ -475,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for style in styles:
         _, iters = sizes[style]
-        command = finetune_command(work, bases[style], style, iters, args.batch_size, args.lr)
+        command = finetune_command(work, bases[style], style, iters, args.batch_size, args.lr, args.batching)
         log(f"training {NAMES[style]}: {' '.join(command[2:])}")
         log_file = open(work / f"train-{style}.log", "w")
         runs.append((style, subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT), log_file))

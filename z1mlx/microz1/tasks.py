@@ -437,23 +437,21 @@ def write_plain_dataset(out: Path, rows: int, seed: int) -> Path:
     return _write_splits(out, rows, seed, lambda rng, _train: plain_row(rng), rng_label="plain-")
 
 
-ECHO_LENGTH = 24  # the longest echoed string; every echo row is padded to it
+ECHO_LENGTH = 24  # the longest echoed string
 
 
 def echo_row(rng: random.Random) -> dict:
     """A plain copying row (`{"prefix", "completion"}`: no chat frame, the loss on the copy
     alone), for a fresh model's first phase: 6-24 random letters and digits, then the same
-    string again, then dots up to 24 symbols, so that every row is about as long as every other.
-    The strings' lengths differ, so only the content tells where the copy is: each symbol after
-    the first is the one that followed the symbol just written (an induction step, the step a
-    lookup by name rests on). Why the dots: mlx-lm's trainer batches rows of one length
-    together, and in a batch of one length a copy by position fits every row; measured in a
-    small loop (2 layers x 192, batches of 12 at 5e-4), rows batched by length were copied 26.5%
-    right after 1000 steps, the same rows mixed 90.0%, and the padded rows 71.5%. And why the
-    loss on the copy alone: with the loss on all of a row, the string's own loss (nothing
-    predicts it) drowned the copy's."""
+    string again. The lengths differ, so only the content tells where the copy is: each symbol
+    after the first is the one that followed the symbol just written (an induction step, the
+    step a lookup by name rests on). Trained with `z1 finetune --batching shuffled`: in mlx-lm's
+    batches of one length, a copy by position fits every row of a batch, and through the
+    pipeline these rows were copied 32.1% right after 1500 steps (`bench_copy`, bare), against
+    94.2% in shuffled batches. With the loss on all of a row instead, the string's own loss
+    (nothing predicts it) drowned the copy's."""
     text = "".join(rng.choice(COPY_SYMBOLS) for _ in range(rng.randint(6, ECHO_LENGTH)))
-    return {"prefix": text, "completion": text + "." * (ECHO_LENGTH - len(text))}
+    return {"prefix": text, "completion": text}
 
 
 def write_echo_dataset(out: Path, rows: int, seed: int) -> Path:
@@ -461,15 +459,11 @@ def write_echo_dataset(out: Path, rows: int, seed: int) -> Path:
     return _write_splits(out, rows, seed, lambda rng, _train: echo_row(rng), rng_label="echo-")
 
 
-def bare_row(rng: random.Random, constants_share: float = 0.5) -> dict:
-    """A program and its mixed-style reply with no chat frame (`{"prefix", "completion"}`, the
-    loss on the reply alone), for the phase after copying: `constants_share` of them two-constant
-    programs (`z = 11`, `y = 6`, `print(z)`), where only the printed name tells the value; the
-    rest the task's own EASY and HARD programs."""
-    if rng.random() < constants_share:
-        program = easy_program(rng, constants=True)
-    else:
-        program = make_program(rng, EASY if rng.random() < 0.3 else HARD)
+def bare_row(rng: random.Random) -> dict:
+    """A two-constant program (`z = 11`, `y = 6`, `print(z)`) and its reply with no chat frame
+    (`{"prefix", "completion"}`, the loss on the reply alone), for the phase after copying: only
+    the printed name tells which line's value it is, so this is the lookup by name, alone."""
+    program = easy_program(rng, constants=True)
     return {"prefix": program.text(), "completion": expected_reply(program)}
 
 
