@@ -286,3 +286,9 @@ def test_prefix_completion_rows_are_plain_with_the_loss_on_the_completion(tmp_pa
 def test_bad_prefix_completion_rows_are_named(tmp_path, row, message):
     parsed = fd.parse_file(write_jsonl(tmp_path / "bad.jsonl", [row]))
     assert [str(issue) for issue in parsed.issues] == [f"{tmp_path / 'bad.jsonl'}:1: {message}"]
+
+
+def test_the_known_formats_name_every_field_of_a_two_field_format():
+    listed = fd.known_formats()
+    assert '{"prefix", "completion"}' in listed and '{"prompt", "completion"}' in listed
+    assert '{"conversations"}' in listed and '{"text"}' in listed

@@ -243,7 +243,9 @@ def parse_file(path: Path, keep_think_tags: bool = False) -> ParsedFile:
 
 
 def known_formats() -> str:
-    return "; ".join("{" + ", ".join(f'"{k}"' for k in keys) + "}" for keys in FORMATS.values())
+    # A two-field format names both fields, even where one of them alone marks it.
+    fields = [name.split("/") if "/" in name else markers for name, markers in FORMATS.items()]
+    return "; ".join("{" + ", ".join(f'"{k}"' for k in keys) + "}" for keys in fields)
 
 
 def locate_files(data: Path, valid: Path | None) -> DataFiles:

@@ -35,7 +35,7 @@ class Job:
     max_seq_length: int
     grad_checkpoint: bool
     seed: int
-    batching: str = "length"
+    batching: str
 
     @classmethod
     def read(cls, path: Path) -> "Job":

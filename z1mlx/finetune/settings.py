@@ -37,7 +37,7 @@ class Settings:
     seed: int
     keep_think_tags: bool
     skip_long: bool
-    batching: str = "length"  # "length": mlx-lm's batches of similar length; "shuffled": rows drawn at random
+    batching: str  # "length": mlx-lm's batches of similar length; "shuffled": rows drawn at random
 
 
 BATCHINGS = ("length", "shuffled")

@@ -10,7 +10,7 @@
     python -m z1mlx.microz1.recipe --work build/mzg --style mixed --tokenizer words \
         --layers 2 --plain-steps 1500 --grow-layers 4 ...        # a plain first phase on 2 layers, then 4
     python -m z1mlx.microz1.recipe --work build/mzf --style mixed --tokenizer words \
-        --layers 2 --echo-steps 2000 --bare-steps 500 --grow-layers 4 ...  # copying, bare programs, then 4
+        --layers 2 --echo-steps 1500 --bare-steps 1500 --grow-layers 4 ...  # copying, the bare lookup, then 4
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
@@ -42,6 +42,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..finetune.settings import BATCHINGS
 from . import MODELS
 from .build import TOKENIZERS, MicroSpec, build_fresh_model, check_tokenizer, float32_copy, grow_model
 from .tasks import (
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=LEARNING_RATE)
     p.add_argument(
         "--batching",
-        choices=("length", "shuffled"),
+        choices=BATCHINGS,
         default="length",
         help="how `z1 finetune` batches the task's rows (its --batching; default length, as the shipped models "
         "were trained); the --echo-steps and --bare-steps phases are always shuffled",
@@ -345,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_shipped and args.continue_from:
         p.error("--from-shipped and --continue-from: a later stage goes on from one of them")
     first_phases = {"copy": args.copy_steps, "plain": args.plain_steps, "echo": args.echo_steps}
-    for phase, steps in {**first_phases, "bare": args.bare_steps}.items():
+    phase_steps = {**first_phases, "bare": args.bare_steps}  # the order they run in
+    for phase, steps in phase_steps.items():
         if steps < 0:
             p.error(f"--{phase}-steps {steps}: a number of steps is 0 or more")
         if steps and (args.continue_from or args.from_shipped):
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [f"--{phase}-steps" for phase, steps in first_phases.items() if steps]
     if len(chosen) > 1:
         p.error(f"{' and '.join(chosen)}: a fresh model has one first phase (--bare-steps may follow it)")
-    first_steps = sum(first_phases.values()) + args.bare_steps
+    first_steps = sum(phase_steps.values())
     if args.grow_layers is not None and not (args.continue_from or args.from_shipped or first_steps):
         p.error(
             "--grow-layers: grows a trained model, so it needs --continue-from WORK, --from-shipped or a first phase"
@@ -417,15 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         # task training goes on from the last.
         # The plain phases (echo, bare) are batched at random: in mlx-lm's batches of one length a
         # copy by position fits a whole batch (see `tasks.echo_row`).
-        writers = {"copy": write_copy_dataset, "plain": write_plain_dataset, "echo": write_echo_dataset}
-        phases = [(phase, writers[phase], steps) for phase, steps in first_phases.items() if steps]
-        if args.bare_steps:
-            phases.append(("bare", write_bare_dataset, args.bare_steps))
+        writers = {
+            "copy": write_copy_dataset,
+            "plain": write_plain_dataset,
+            "echo": write_echo_dataset,
+            "bare": write_bare_dataset,
+        }
         model = next(iter(bases.values()))
-        for phase, writer, steps in phases:
+        chosen_phases = {phase: steps for phase, steps in phase_steps.items() if steps}
+        for phase, steps in chosen_phases.items():
             rows = steps * args.batch_size
             log(f"writing {rows} {phase} rows to {work / f'data-{phase}'}")
-            writer(work / f"data-{phase}", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
+            writers[phase](work / f"data-{phase}", rows, seed=DEFAULTS[data_style(styles[0])]["seed"])
             name = f"{model.name.removesuffix('-float32')}-{phase}-float32"
             shutil.rmtree(work / f"run-{phase}", ignore_errors=True)
             shutil.rmtree(work / "home" / "models" / name, ignore_errors=True)
