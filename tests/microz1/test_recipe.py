@@ -188,32 +188,39 @@ def test_the_training_children_get_the_kernel_set_the_cpu_runs(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_a_fresh_model_can_copy_then_read_bare_programs_first_with_the_words_tokenizer(tmp_path):
+def test_a_fresh_model_can_copy_then_look_up_bare_then_framed_first_with_the_words_tokenizer(tmp_path):
     from tokenizers import Tokenizer
 
     work = tmp_path / "work"
     run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0", "--style", "draft"]
     common = {"capture_output": True, "text": True, "timeout": 900}
     sizes = ["--draft-rows", "48", "--draft-iters", "2", "--echo-steps", "3", "--bare-steps", "2"]
+    sizes += ["--lookup-steps", "2"]
     sizes += ["--lr", "2e-3", "--tokenizer", "words", "--layers", "1", "--grow-layers", "2"]
     proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for phase, count in (("echo", 12), ("bare", 8)):
         rows = [json.loads(line) for line in (work / f"data-{phase}" / "train.jsonl").read_text().splitlines()]
         assert len(rows) == count and all(set(row) == {"prefix", "completion"} for row in rows)  # plain rows
+    lookup_rows = [json.loads(line) for line in (work / "data-lookup" / "train.jsonl").read_text().splitlines()]
+    assert len(lookup_rows) == 8 and all(set(row) == {"question", "response"} for row in lookup_rows)  # framed
     echo = json.loads((work / "run-echo" / "finetune.json").read_text())
     assert echo["settings"]["type"] == "full" and echo["settings"]["iters"] == 3
     assert echo["settings"]["model"] == str(work / "base-draft")
     assert echo["data"]["train"]["format"] == "prefix/completion"
     bare = json.loads((work / "run-bare" / "finetune.json").read_text())
     assert bare["settings"]["iters"] == 2 and bare["settings"]["lr"] == 2e-3
-    assert echo["settings"]["batching"] == bare["settings"]["batching"] == "shuffled"  # plain phases: shuffled
+    lookup = json.loads((work / "run-lookup" / "finetune.json").read_text())
+    assert lookup["data"]["train"]["format"] == "question/response" and lookup["settings"]["iters"] == 2
+    batchings = {run["settings"]["batching"] for run in (echo, bare, lookup)}
+    assert batchings == {"shuffled"}  # the first phases: shuffled
     assert bare["settings"]["model"] == str(work / "home" / "models" / "base-draft-echo-float32")  # after copying
+    assert lookup["settings"]["model"] == str(work / "home" / "models" / "base-draft-echo-bare-float32")
     assert json.loads((work / "base-draft" / "config.json").read_text())["num_hidden_layers"] == 1
     task = json.loads((work / "run-draft" / "finetune.json").read_text())
     assert task["settings"]["batching"] == "length"  # the task's rows as the shipped models had them
-    assert task["settings"]["model"] == str(work / "base-bare-grown")  # grown from the last phase's weights
-    grown = json.loads((work / "base-bare-grown" / "config.json").read_text())
+    assert task["settings"]["model"] == str(work / "base-lookup-grown")  # grown from the last phase's weights
+    grown = json.loads((work / "base-lookup-grown" / "config.json").read_text())
     assert grown["num_hidden_layers"] == 2 and grown["micro_z1"]["grown_from"] == 1
     vocab = Tokenizer.from_file(str(work / "out" / "demo-draft" / "tokenizer.json")).get_vocab()
     assert "system" in vocab and "assistant" in vocab  # the words tokenizer, through to the converted model
@@ -226,6 +233,8 @@ def test_a_fresh_model_can_copy_then_read_bare_programs_first_with_the_words_tok
         (["--echo-steps", "2", "--plain-steps", "2"], "--plain-steps and --echo-steps: a fresh model has one first"),
         (["--plain-steps", "2", "--from-shipped"], "--plain-steps: the first phase of a fresh model, not of a later"),
         (["--bare-steps", "2", "--from-shipped"], "--bare-steps: the first phase of a fresh model, not of a later"),
+        (["--lookup-steps", "-3"], "--lookup-steps -3: a number of steps is 0 or more"),
+        (["--lookup-steps", "2", "--from-shipped"], "--lookup-steps: the first phase of a fresh model, not of a"),
         (["--tokenizer", "bytes"], "argument --tokenizer: invalid choice: 'bytes'"),
         (["--layers", "0"], "--layers 0: a depth is 1 or more"),
         (["--layers", "2", "--from-shipped"], "--layers: a fresh model's depth; a later stage deepens a model with"),

@@ -463,3 +463,20 @@ def test_a_bare_row_is_a_two_constant_program_and_its_reply_with_no_frame(tmp_pa
         assert program.lines[0].target != program.lines[1].target
         printed_first += program.printed == program.lines[0].target
     assert 0.35 <= printed_first / len(rows) <= 0.65  # either line's name printed: only the name tells which
+
+
+def test_a_lookup_row_is_a_two_constant_program_in_z1s_format_as_the_front_ends_render_it(tmp_path):
+    tasks.write_lookup_dataset(tmp_path, 300, seed=4)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 300 and all(set(row) == {"question", "response"} for row in rows)  # the chat frame
+    renderings = set()
+    for row in rows:
+        program = program_of(row["question"])
+        rendering = next(r for r in tasks.RENDERINGS if tasks.question(program, r) == row["question"])
+        renderings.add(rendering)
+        assert row["response"] == tasks.short_reply(program)
+        assert len(program.lines) == 2 and all(line.source is None for line in program.lines)
+    assert renderings == set(tasks.RENDERINGS)  # as `z1 solve` and `z1 chat` render it
+    again = tmp_path / "again"
+    tasks.write_lookup_dataset(again, 300, seed=4)
+    assert (again / "train.jsonl").read_bytes() == (tmp_path / "train.jsonl").read_bytes()  # seeded

@@ -10,7 +10,7 @@
     python -m z1mlx.microz1.recipe --work build/mzg --style mixed --tokenizer words \
         --layers 2 --plain-steps 1500 --grow-layers 4 ...        # a plain first phase on 2 layers, then 4
     python -m z1mlx.microz1.recipe --work build/mzf --style mixed --tokenizer words \
-        --layers 2 --echo-steps 1500 --bare-steps 1500 --grow-layers 4 ...  # copying, the bare lookup, then 4
+        --layers 2 --echo-steps 1500 --lookup-steps 3000 --grow-layers 4 ...  # copying, the lookup, then 4
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
@@ -55,6 +55,7 @@ from .tasks import (
     write_copy_dataset,
     write_dataset,
     write_echo_dataset,
+    write_lookup_dataset,
     write_plain_dataset,
 )
 
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=BATCHINGS,
         default="length",
         help="how `z1 finetune` batches the task's rows (its --batching; default length, as the shipped models "
-        "were trained); the --echo-steps and --bare-steps phases are always shuffled",
+        "were trained); the --echo-steps, --bare-steps and --lookup-steps phases are always shuffled",
     )
     p.add_argument("--q-bits", type=int, default=8, help="bits of the shipped weights; 0 for float32 (default 8)")
     p.add_argument("--install", action="store_true", help="copy the converted models into the package")
@@ -307,6 +308,14 @@ def main(argv: list[str] | None = None) -> int:
         "replies with no chat frame (the loss on the reply alone), the lookup by name alone (default 0)",
     )
     p.add_argument(
+        "--lookup-steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after any first phase: N steps of two-constant programs in the chat frame, as the front ends "
+        "render them, and their replies: the lookup by name where the task needs it (default 0)",
+    )
+    p.add_argument(
         "--layers",
         type=int,
         metavar="N",
@@ -346,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_shipped and args.continue_from:
         p.error("--from-shipped and --continue-from: a later stage goes on from one of them")
     first_phases = {"copy": args.copy_steps, "plain": args.plain_steps, "echo": args.echo_steps}
-    phase_steps = {**first_phases, "bare": args.bare_steps}  # the order they run in
+    later_phases = {"bare": args.bare_steps, "lookup": args.lookup_steps}
+    phase_steps = {**first_phases, **later_phases}  # the order they run in
     for phase, steps in phase_steps.items():
         if steps < 0:
             p.error(f"--{phase}-steps {steps}: a number of steps is 0 or more")
@@ -354,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--{phase}-steps: the first phase of a fresh model, not of a later stage")
     chosen = [f"--{phase}-steps" for phase, steps in first_phases.items() if steps]
     if len(chosen) > 1:
-        p.error(f"{' and '.join(chosen)}: a fresh model has one first phase (--bare-steps may follow it)")
+        p.error(
+            f"{' and '.join(chosen)}: a fresh model has one first phase (--bare-steps and --lookup-steps may follow it)"
+        )
     first_steps = sum(phase_steps.values())
     if args.grow_layers is not None and not (args.continue_from or args.from_shipped or first_steps):
         p.error(
@@ -417,13 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     if first_steps:
         # The first phases, in order, each from the model the one before it left; every style's
         # task training goes on from the last.
-        # The plain phases (echo, bare) are batched at random: in mlx-lm's batches of one length a
-        # copy by position fits a whole batch (see `tasks.echo_row`).
+        # These phases' rows are batched at random: in mlx-lm's batches of one length a copy by
+        # position fits a whole batch (see `tasks.echo_row`).
         writers = {
             "copy": write_copy_dataset,
             "plain": write_plain_dataset,
             "echo": write_echo_dataset,
             "bare": write_bare_dataset,
+            "lookup": write_lookup_dataset,
         }
         model = next(iter(bases.values()))
         chosen_phases = {phase: steps for phase, steps in phase_steps.items() if steps}
@@ -434,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{model.name.removesuffix('-float32')}-{phase}-float32"
             shutil.rmtree(work / f"run-{phase}", ignore_errors=True)
             shutil.rmtree(work / "home" / "models" / name, ignore_errors=True)
-            batching = "shuffled" if phase in ("echo", "bare") else args.batching
+            batching = "shuffled" if phase in ("echo", *later_phases) else args.batching
             command = full_finetune(
                 model, work / f"data-{phase}", work / f"run-{phase}", name, steps, args.batch_size, args.lr, batching
             )

@@ -472,6 +472,21 @@ def write_bare_dataset(out: Path, rows: int, seed: int) -> Path:
     return _write_splits(out, rows, seed, lambda rng, _train: bare_row(rng), rng_label="bare-")
 
 
+def lookup_row(rng: random.Random) -> dict:
+    """A two-constant program in Z1's format (`{"question", "response"}`, either front end's
+    rendering, so in the chat frame) and its one-sentence reply: the lookup by name, alone,
+    where the task needs it. Learned on `bare_row`s, the lookup did not carry into the frame
+    (a bare-trained model read the framed case 0-1% right, and framed training wiped the bare
+    lookup out); learned on these rows after the echo phase, it formed in the frame."""
+    program = easy_program(rng, constants=True)
+    return {"question": question(program, rng.choice(RENDERINGS)), "response": expected_reply(program)}
+
+
+def write_lookup_dataset(out: Path, rows: int, seed: int) -> Path:
+    """`out/train.jsonl` and a small `valid.jsonl` of `lookup_row`s."""
+    return _write_splits(out, rows, seed, lambda rng, _train: lookup_row(rng), rng_label="lookup-")
+
+
 def fresh_programs(kind: str, count: int, seed: int) -> list[Program]:
     """Programs for evaluation; the seeds used here are never used to write training data."""
     rng = random.Random(f"eval-{kind}-{seed}")
