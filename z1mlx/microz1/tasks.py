@@ -477,9 +477,9 @@ def lookup_row(rng: random.Random) -> dict:
     rendering, so in the chat frame) and its one-sentence reply: the lookup by name, alone,
     where the task needs it. Learned on `bare_row`s, the lookup did not carry into the frame
     (a bare-trained model read the framed case 0-1% right, and framed training wiped the bare
-    lookup out); learned on these rows after the echo phase, it formed in the frame."""
-    program = easy_program(rng, constants=True)
-    return {"question": question(program, rng.choice(RENDERINGS)), "response": expected_reply(program)}
+    lookup out); learned on these rows after the echo phase, it formed in the frame. They are the
+    mix's own two-constant rows (`make_row`'s `recall_share`), all of them."""
+    return make_row(rng, MIXED, easy_share=1.0, recall_share=1.0)
 
 
 def write_lookup_dataset(out: Path, rows: int, seed: int) -> Path:
