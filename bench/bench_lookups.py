@@ -2,15 +2,15 @@
 
 Teacher-forced: each fresh HARD program's prompt and the trained reply go through the model
 in one forward pass, and at every chain lookup the model's top token is compared with the
-right one. In an in-order trace the lookup is the first digit of V in `t = s + N = V + N = R`
-(s's value); in a goal trace, which evaluates each value from the line above, it is the
-backward copy: the first token after `s = ` on s's line, copied from the program line that
-assigns s. Grouped by the number of program lines between t's line and s's: a model that
-matches names does as well at every distance; one that leans on position does well only
-where the data mostly put the line (the plain layout: 70% of chain lookups are of the line
-just above). A wrong lookup that gives what the line above t's holds instead (its value, or
-its expression's first token) is counted apart ("took the line above's"): that is recency
-standing in for the name.
+right one. In an in-order trace the lookup is the first digit of V (s's value) in
+`t = s + N = V + N = R`, in a named one of V in `t = s + N, s = V, ...`; in a goal trace,
+which evaluates each value from the line above, it is the backward copy: the first token
+after `s = ` on s's line, copied from the program line that assigns s. Grouped by the
+number of program lines between t's line and s's: a model that matches names does as well
+at every distance; one that leans on position does well only where the data mostly put the
+line (the plain layout: 70% of chain lookups are of the line just above). A wrong lookup
+that gives what the line above t's holds instead (its value, or its expression's first
+token) is counted apart ("took the line above's"): that is recency standing in for the name.
 
     python bench/bench_lookups.py [--model demo] [--count 150] [--seed 7]
 """
@@ -25,7 +25,7 @@ def lookup_sites(program, prompt: str, reply: str, trace: str):
     """(character offset in prompt + reply, distance in lines, what the line above holds instead)
     of each chain lookup: in order, the first digit of the value after `t = s + N = ` in the
     trace's line for t; goal, the first token after `s = ` in the backward copy of s's line."""
-    from z1mlx.microz1.tasks import IN_ORDER
+    from z1mlx.microz1.tasks import IN_ORDER, NAMED
 
     starts = [len(prompt)]
     for text in reply.split("\n"):
@@ -38,6 +38,10 @@ def lookup_sites(program, prompt: str, reply: str, trace: str):
             yield starts[index] + len(f"{program.lines[index].text()} = "), distance, str(values[above.target])
             continue
         source = program.lines[index].source
+        if trace == NAMED:  # `t = s + N, s = V, ...`: V, after the source's name
+            site = starts[index] + len(f"{program.lines[index].text()}, {source} = ")
+            yield site, distance, str(values[above.target])
+            continue
         decoy = above.text().split(" = ", 1)[1]  # the expression of the line above t's
         yield starts[chain.index(source)] + len(f"{source} = "), distance, decoy
 

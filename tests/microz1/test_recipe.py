@@ -1,6 +1,7 @@
 """The micro-Z1 recipe end to end, for a few steps: data, a fresh model, full fine-tuning, conversion."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -195,7 +196,7 @@ def test_a_fresh_model_can_copy_then_look_up_bare_then_framed_first_with_the_wor
     run = [sys.executable, "-m", "z1mlx.microz1.recipe", "--batch-size", "4", "--q-bits", "0", "--style", "draft"]
     common = {"capture_output": True, "text": True, "timeout": 900}
     sizes = ["--draft-rows", "48", "--draft-iters", "2", "--echo-steps", "3", "--bare-steps", "2"]
-    sizes += ["--lookup-steps", "2"]
+    sizes += ["--lookup-steps", "2", "--lookup-lines", "5", "--trace", "named"]
     sizes += ["--lr", "2e-3", "--tokenizer", "words", "--layers", "1", "--grow-layers", "2"]
     proc = subprocess.run(run + ["--work", str(work)] + sizes, **common)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -204,6 +205,12 @@ def test_a_fresh_model_can_copy_then_look_up_bare_then_framed_first_with_the_wor
         assert len(rows) == count and all(set(row) == {"prefix", "completion"} for row in rows)  # plain rows
     lookup_rows = [json.loads(line) for line in (work / "data-lookup" / "train.jsonl").read_text().splitlines()]
     assert len(lookup_rows) == 8 and all(set(row) == {"question", "response"} for row in lookup_rows)  # framed
+    for row in lookup_rows:  # 2 to 5 constant lines, the printed one's value in one sentence
+        lines = re.findall(r"^([a-z]) = (\d+)$", row["question"], re.M)
+        printed = re.search(r"print\(([a-z])\)", row["question"]).group(1)
+        assert 2 <= len(lines) <= 5 and row["response"] == f"It prints {printed} = {dict(lines)[printed]}."
+    draft_rows = [json.loads(line) for line in (work / "data-draft" / "train.jsonl").read_text().splitlines()]
+    assert any(re.search(r"^[a-z] = [a-z] [+-] \d, [a-z] = \d+, ", row["response"], re.M) for row in draft_rows)
     echo = json.loads((work / "run-echo" / "finetune.json").read_text())
     assert echo["settings"]["type"] == "full" and echo["settings"]["iters"] == 3
     assert echo["settings"]["model"] == str(work / "base-draft")
@@ -225,7 +232,7 @@ def test_a_fresh_model_can_copy_then_look_up_bare_then_framed_first_with_the_wor
     vocab = Tokenizer.from_file(str(work / "out" / "demo-draft" / "tokenizer.json")).get_vocab()
     assert "system" in vocab and "assistant" in vocab  # the words tokenizer, through to the converted model
     config = json.loads((work / "out" / "demo-draft" / "config.json").read_text())
-    assert config["micro_z1"]["tokenizer"] == "words"
+    assert config["micro_z1"]["tokenizer"] == "words" and config["micro_z1"]["trace"] == "named"
     for flags, message in (
         (["--plain-steps", "-2"], "--plain-steps -2: a number of steps is 0 or more"),
         (["--bare-steps", "-1"], "--bare-steps -1: a number of steps is 0 or more"),
@@ -235,6 +242,7 @@ def test_a_fresh_model_can_copy_then_look_up_bare_then_framed_first_with_the_wor
         (["--bare-steps", "2", "--from-shipped"], "--bare-steps: the first phase of a fresh model, not of a later"),
         (["--lookup-steps", "-3"], "--lookup-steps -3: a number of steps is 0 or more"),
         (["--lookup-steps", "2", "--from-shipped"], "--lookup-steps: the first phase of a fresh model, not of a"),
+        (["--lookup-lines", "9"], "--lookup-lines 9: programs of 2 to 8 lines"),
         (["--tokenizer", "bytes"], "argument --tokenizer: invalid choice: 'bytes'"),
         (["--layers", "0"], "--layers 0: a depth is 1 or more"),
         (["--layers", "2", "--from-shipped"], "--layers: a fresh model's depth; a later stage deepens a model with"),

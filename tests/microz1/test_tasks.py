@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import random
+import re
 
 import pytest
 
@@ -158,6 +159,42 @@ def test_the_scan_trace_reads_upward_and_every_step_looks_only_at_the_line_above
     for reply, where in cases.items():
         assert tasks.first_error(program, reply, trace=tasks.SCAN) == where, reply
     assert tasks.first_error(program, tasks.long_reply(program, True, tasks.SCAN), True, tasks.SCAN) is None
+
+
+def test_the_named_trace_states_every_value_with_its_name():
+    rng = random.Random(10)
+    for _ in range(300):
+        program = tasks.hard_program(rng)
+        values = program.values()
+        lines = tasks.trace_lines(program, tasks.NAMED)
+        assert [line.split(", ")[0] for line in lines] == [line.text() for line in program.lines]
+        reply = tasks.long_reply(program, trace=tasks.NAMED)
+        # Every `x = N` anywhere in the prompt or the reply is x's value: a lookup is that step alone.
+        stated = re.findall(r"\b([a-z]) = (\d+)\b", program.text() + reply)
+        assert stated and all(values[name] == int(number) for name, number in stated)
+        for line in program.lines:
+            assert (line.target, str(values[line.target])) in stated
+        assert run_python(program.text()) == f"{tasks.last_number(reply)}\n"
+        assert tasks.first_error(program, reply, trace=tasks.NAMED) is None
+        assert tasks.last_number(tasks.cut_reply(program, rng, trace=tasks.NAMED)) == program.answer()
+    program = FOUR_LINES
+    right = tasks.long_reply(program, trace=tasks.NAMED)
+    assert right == (
+        "a = 4\nc = 9\nb = a + 3, a = 4, 4 + 3 = 7, b = 7\nd = b - 2, b = 7, 7 - 2 = 5, d = 5\nSo it prints d = 5."
+    )
+    cases = {
+        right.replace("b = a + 3, a", "b = c + 3, a"): tasks.COPY,  # the line copied wrong
+        right.replace(", a = 4,", ", c = 4,"): tasks.COPY,  # the source's name
+        right.replace(", b = 7, 7", ", b = 9, 9"): tasks.LOOKUP,
+        right.replace("7 - 2 = 5", "7 - 2 = 6"): tasks.ARITHMETIC,
+        right.replace("d = 5\nSo", "d = 4\nSo"): tasks.COPY,  # the result stated again
+        right.replace("prints d = 5", "prints d = 7"): tasks.LOOKUP,
+        tasks.long_reply(program): tasks.COPY,  # the in-order trace, from a named model
+    }
+    for reply, where in cases.items():
+        assert tasks.first_error(program, reply, trace=tasks.NAMED) == where, reply
+    easy = tasks.Program((tasks.Line("m", None, "", 8), tasks.Line("q", "m", "-", 8)), "q", tasks.EASY)
+    assert tasks.expected_reply(easy, trace=tasks.NAMED) == tasks.short_reply(easy)
 
 
 def test_a_goal_dataset_has_goal_traces(tmp_path):
@@ -463,6 +500,27 @@ def test_a_bare_row_is_a_two_constant_program_and_its_reply_with_no_frame(tmp_pa
         assert program.lines[0].target != program.lines[1].target
         printed_first += program.printed == program.lines[0].target
     assert 0.35 <= printed_first / len(rows) <= 0.65  # either line's name printed: only the name tells which
+
+
+def test_lookup_rows_of_many_lines_and_recall_rows_of_many_lines_in_the_mix(tmp_path):
+    tasks.write_lookup_dataset(tmp_path / "many", 400, seed=4, lines=8)
+    rows = [json.loads(line) for line in (tmp_path / "many" / "train.jsonl").read_text().splitlines()]
+    counts, printed_at = set(), set()
+    for row in rows:
+        program = program_of(row["question"])
+        assert all(line.source is None for line in program.lines)
+        assert len({line.target for line in program.lines}) == len(program.lines)
+        assert row["response"] == tasks.short_reply(program)
+        assert run_python(program.text()) == f"{program.answer()}\n"
+        counts.add(len(program.lines))
+        printed_at.add([line.target for line in program.lines].index(program.printed))
+    assert counts == set(range(2, 9)) and printed_at == set(range(8))  # any line's name may be printed
+    tasks.write_dataset(tmp_path / "mix", 400, seed=5, recall_share=0.5, recall_lines=8)
+    tasks.write_dataset(tmp_path / "two", 400, seed=5, recall_share=0.5)
+    mixed = [json.loads(line) for line in (tmp_path / "mix" / "train.jsonl").read_text().splitlines()]
+    many = [row for row in mixed if all(line.source is None for line in program_of(row["question"]).lines)]
+    assert 0.45 < len(many) / len(mixed) < 0.65 and max(len(program_of(r["question"]).lines) for r in many) > 2
+    assert (tmp_path / "mix" / "valid.jsonl").read_text() == (tmp_path / "two" / "valid.jsonl").read_text()
 
 
 def test_a_lookup_row_is_a_two_constant_program_in_z1s_format_as_the_front_ends_render_it(tmp_path):

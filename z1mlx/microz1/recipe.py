@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from ..finetune.settings import BATCHINGS
@@ -316,6 +317,14 @@ def main(argv: list[str] | None = None) -> int:
         "render them, and their replies: the lookup by name where the task needs it (default 0)",
     )
     p.add_argument(
+        "--lookup-lines",
+        type=int,
+        default=2,
+        metavar="N",
+        help="programs of 2 to N constant lines (at most 8) in place of two-constant ones, in the --lookup-steps "
+        "phase and the --recall-share rows: the lookup among many lines that a trace needs (default 2)",
+    )
+    p.add_argument(
         "--layers",
         type=int,
         metavar="N",
@@ -348,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0.0 <= args.spread_share <= 1.0:
         p.error(f"--spread-share {args.spread_share}: a share is between 0 and 1")
+    if not 2 <= args.lookup_lines <= 8:
+        p.error(f"--lookup-lines {args.lookup_lines}: programs of 2 to 8 lines")
     if not 0.0 <= args.recall_share <= 1.0:
         p.error(f"--recall-share {args.recall_share}: a share is between 0 and 1")
     if args.stage < 2:
@@ -436,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
             "plain": write_plain_dataset,
             "echo": write_echo_dataset,
             "bare": write_bare_dataset,
-            "lookup": write_lookup_dataset,
+            "lookup": partial(write_lookup_dataset, lines=args.lookup_lines),
         }
         model = next(iter(bases.values()))
         chosen_phases = {phase: steps for phase, steps in phase_steps.items() if steps}
@@ -480,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             spread_share=args.spread_share,
             trace=args.trace,
             recall_share=args.recall_share,
+            recall_lines=args.lookup_lines,
         )
     for style in styles:  # a rerun starts these from scratch
         shutil.rmtree(work / f"run-{style}", ignore_errors=True)

@@ -52,8 +52,12 @@ RECHECK = "Let me check it again."
 # expression's first variable, its right side takes that variable's place), until a constant
 # takes it; then the expression is folded left to right. Every step looks only at the line
 # being read and the line above, never up by a name.
-IN_ORDER, GOAL, SCAN = "in-order", "goal", "scan"
-TRACES = (IN_ORDER, GOAL, SCAN)
+# NAMED: every line in order, as IN_ORDER, but each value written next to its name, the way a
+# constant line holds it (`a = c - 2, c = 9, 9 - 2 = 7, a = 7`): every `x = N` anywhere in the
+# prompt or the trace is x's value, so each lookup (`c = ` then its value) is the same step
+# as the recall rows' (`tasks.recall_row`), whatever line the value is on.
+IN_ORDER, GOAL, SCAN, NAMED = "in-order", "goal", "scan", "named"
+TRACES = (IN_ORDER, GOAL, SCAN, NAMED)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,15 @@ def easy_program(rng: random.Random, constants: bool = False) -> Program:
     return Program(tuple(lines), printed, EASY)
 
 
+def constants_program(rng: random.Random, lines: int) -> Program:
+    """`lines` constant lines (`k = 6`, `d = 19`, ...) and the print of one of them: a lookup by
+    name among `lines`, the step every lookup in a trace is. With 3 or more lines it is not a
+    program of the evaluated family (EASY has 1-2 lines, HARD a chain), only a training row."""
+    names = rng.sample(LETTERS, lines)
+    program_lines = tuple(Line(name, None, "", rng.randint(0, MAX_VALUE)) for name in names)
+    return Program(program_lines, rng.choice(names), EASY)
+
+
 def hard_program(rng: random.Random, spread: bool = False) -> Program:
     """4-8 lines; the printed variable's chain has 3-6 lines; at least one line does not matter.
 
@@ -205,6 +218,15 @@ def step_text(line: Line, values: dict[str, int]) -> str:
     return f"{line.text()} = {values[line.source]} {line.op} {line.number} = {values[line.target]}"
 
 
+def named_step(line: Line, values: dict[str, int]) -> str:
+    """One line evaluated with every value next to its name: `b = a + 3, a = 4, 4 + 3 = 7, b = 7`."""
+    if line.source is None:
+        return line.text()
+    value, result = values[line.source], values[line.target]
+    arithmetic = f"{value} {line.op} {line.number} = {result}"
+    return f"{line.text()}, {line.source} = {value}, {arithmetic}, {line.target} = {result}"
+
+
 def short_reply(program: Program) -> str:
     """EASY: one sentence, `It prints a = 4.` or `It prints b = a + 3 = 4 + 3 = 7.`"""
     values = program.values()
@@ -225,6 +247,8 @@ def trace_lines(program: Program, trace: str = IN_ORDER) -> list[str]:
     values = program.values()
     if trace == IN_ORDER:
         return [step_text(line, values) for line in program.lines]
+    if trace == NAMED:
+        return [named_step(line, values) for line in program.lines]
     if trace == SCAN:
         return scan_lines(program)
     by_target = {line.target: line for line in program.lines}
@@ -332,10 +356,15 @@ def make_row(
     spread_share: float = 0.0,
     trace: str = IN_ORDER,
     recall_share: float = 0.0,
+    recall_lines: int = 2,
 ) -> dict:
     """One training row; `spread_share` of the HARD programs get `hard_program`'s spread layout;
-    `recall_share` of all rows are EASY programs of two constants (drawn before the easy/hard split)."""
+    `recall_share` of all rows are programs of constants only (drawn before the easy/hard split):
+    EASY programs of two constants, or with `recall_lines` above 2, of 2 to that many lines, each
+    with the one-sentence reply (`lookup_row`)."""
     if recall_share and rng.random() < recall_share:
+        if recall_lines > 2:
+            return lookup_row(rng, recall_lines)
         kind, program = EASY, easy_program(rng, constants=True)
     else:
         kind = EASY if rng.random() < easy_share else HARD
@@ -358,6 +387,7 @@ def write_dataset(
     spread_share: float = 0.0,
     trace: str = IN_ORDER,
     recall_share: float = 0.0,
+    recall_lines: int = 2,
 ) -> Path:
     """`out/train.jsonl` (and a small `valid.jsonl` from another seed) in Z1's format; the
     validation rows have the evaluation's mix and layout (no spread, no extra two-constant
@@ -373,6 +403,7 @@ def write_dataset(
             spread_share=spread_share if train else 0.0,
             trace=trace,
             recall_share=recall_share if train else 0.0,
+            recall_lines=recall_lines,
         ),
     )
 
@@ -472,19 +503,25 @@ def write_bare_dataset(out: Path, rows: int, seed: int) -> Path:
     return _write_splits(out, rows, seed, lambda rng, _train: bare_row(rng), rng_label="bare-")
 
 
-def lookup_row(rng: random.Random) -> dict:
-    """A two-constant program in Z1's format (`{"question", "response"}`, either front end's
+def lookup_row(rng: random.Random, lines: int = 2) -> dict:
+    """A program of constants in Z1's format (`{"question", "response"}`, either front end's
     rendering, so in the chat frame) and its one-sentence reply: the lookup by name, alone,
     where the task needs it. Learned on `bare_row`s, the lookup did not carry into the frame
     (a bare-trained model read the framed case 0-1% right, and framed training wiped the bare
-    lookup out); learned on these rows after the echo phase, it formed in the frame. They are the
-    mix's own two-constant rows (`make_row`'s `recall_share`), all of them."""
-    return make_row(rng, MIXED, easy_share=1.0, recall_share=1.0)
+    lookup out); learned on these rows after the echo phase, it formed in the frame. With two
+    lines they are the mix's own two-constant rows (`make_row`'s `recall_share`); with `lines`
+    above 2, programs of 2 to `lines` constant lines (`constants_program`), a lookup among many
+    as a HARD trace needs: the two-line lookup alone was measured right on 98% of two-line
+    programs and 10-40% of 3-8-line ones."""
+    if lines <= 2:
+        return make_row(rng, MIXED, easy_share=1.0, recall_share=1.0)
+    program = constants_program(rng, rng.randint(2, lines))
+    return {"question": question(program, rng.choice(RENDERINGS)), "response": short_reply(program)}
 
 
-def write_lookup_dataset(out: Path, rows: int, seed: int) -> Path:
+def write_lookup_dataset(out: Path, rows: int, seed: int, lines: int = 2) -> Path:
     """`out/train.jsonl` and a small `valid.jsonl` of `lookup_row`s."""
-    return _write_splits(out, rows, seed, lambda rng, _train: lookup_row(rng), rng_label="lookup-")
+    return _write_splits(out, rows, seed, lambda rng, _train: lookup_row(rng, lines), rng_label="lookup-")
 
 
 def fresh_programs(kind: str, count: int, seed: int) -> list[Program]:
@@ -536,6 +573,8 @@ def first_error(program: Program, reply: str, recheck: bool = False, trace: str 
             return COPY if " = " not in line[:column] else LOOKUP
     elif trace == SCAN and line != RECHECK:
         return _scan_error(line, column)
+    elif trace == NAMED and ", " in line:
+        return _named_error(line, column)
     body = line.rstrip(".")
     parts = body.split(" = ")  # target, expression, looked-up values, result
     if len(parts) < 2 or column >= len(body):
@@ -546,6 +585,21 @@ def first_error(program: Program, reply: str, recheck: bool = False, trace: str 
     if len(before) == 3 and len(parts) == 4:  # in `4 + 3`: the looked-up value, then the copied rest
         return LOOKUP if len(before[2]) <= len(parts[2].split(" ")[0]) else COPY
     return ARITHMETIC
+
+
+def _named_error(line: str, column: int) -> str:
+    """In a named line `b = a + 3, a = 4, 4 + 3 = 7, b = 7`: the program line is copied, then
+    the source's name and its value (the lookup), the sum (its operands copied), the result
+    stated again with the name (a copy)."""
+    parts = line.split(", ")
+    starts = [sum(len(part) + 2 for part in parts[:index]) for index in range(len(parts))]
+    index = max(i for i, start in enumerate(starts) if start <= column)
+    offset = column - starts[index]
+    if index == 1:
+        return LOOKUP if offset >= parts[1].find(" = ") + 3 else COPY
+    if index == 2:
+        return ARITHMETIC if offset >= parts[2].rfind(" = ") + 3 else COPY
+    return COPY
 
 
 def _scan_error(line: str, column: int) -> str:
