@@ -287,13 +287,13 @@ def test_a_cut_row_has_the_ids_the_window_gives_the_model():
 
     hint = encode(HINT)
     rng = random.Random(11)
-    for _ in range(300):
+    for index in range(600):
         program = tasks.hard_program(rng)
-        recheck = rng.random() < 0.5
-        row = tasks.cut_reply(program, rng, recheck)
+        recheck, wording = rng.random() < 0.5, (tasks.IN_ORDER, tasks.NAMED)[index % 2]
+        row = tasks.cut_reply(program, rng, recheck, trace=wording)
         trace, answer = row.split(HINT)
         start = encode(trace)
-        assert encode(tasks.long_reply(program, recheck))[: len(start)] == start, row
+        assert encode(tasks.long_reply(program, recheck, wording))[: len(start)] == start, row
         assert encode(row) == start + hint + encode(answer), row
 
 
@@ -306,7 +306,8 @@ def test_the_recipe_builds_the_shipped_tokenizer_id_for_id():
 
     for name in ("demo", "demo-long", "demo-draft"):
         shipped = Tokenizer.from_file(str(MODELS / name / "tokenizer.json")).get_vocab()
-        assert build_tokenizer(512).get_vocab() == shipped, name
+        kind = json.loads((MODELS / name / "config.json").read_text())["micro_z1"].get("tokenizer", "letters")
+        assert build_tokenizer(512, kind).get_vocab() == shipped, name
 
 
 def chain_lookup_distances(program: tasks.Program) -> list[int]:
@@ -521,6 +522,11 @@ def test_lookup_rows_of_many_lines_and_recall_rows_of_many_lines_in_the_mix(tmp_
     many = [row for row in mixed if all(line.source is None for line in program_of(row["question"]).lines)]
     assert 0.45 < len(many) / len(mixed) < 0.65 and max(len(program_of(r["question"]).lines) for r in many) > 2
     assert (tmp_path / "mix" / "valid.jsonl").read_text() == (tmp_path / "two" / "valid.jsonl").read_text()
+    tasks.write_dataset(tmp_path / "twin", 400, seed=5, style=tasks.LONG_ONLY, recall_share=0.5, recall_lines=8)
+    twin = [json.loads(line) for line in (tmp_path / "twin" / "train.jsonl").read_text().splitlines()]
+    many = [row for row in twin if all(line.source is None for line in program_of(row["question"]).lines)]
+    assert max(len(program_of(r["question"]).lines) for r in many) > 2
+    assert all(tasks.RECHECK in row["response"] or HINT in row["response"] for row in many)  # the twin's long trace
 
 
 def test_a_lookup_row_is_a_two_constant_program_in_z1s_format_as_the_front_ends_render_it(tmp_path):

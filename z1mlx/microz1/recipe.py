@@ -351,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=TRACES,
         default=IN_ORDER,
         help="how a HARD trace walks the program: every line in order; goal: the printed variable's chain "
-        "copied backward, then evaluated forward; scan: read upward from the print, carrying its expression "
+        "copied backward, then evaluated forward; scan: read upward from the print, carrying its expression; "
+        "named: in order, every value written next to its name (`a = c - 2, c = 9, 9 - 2 = 7, a = 7`) "
         "(default in-order)",
     )
     args = p.parse_args(argv)

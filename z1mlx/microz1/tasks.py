@@ -360,12 +360,13 @@ def make_row(
 ) -> dict:
     """One training row; `spread_share` of the HARD programs get `hard_program`'s spread layout;
     `recall_share` of all rows are programs of constants only (drawn before the easy/hard split):
-    EASY programs of two constants, or with `recall_lines` above 2, of 2 to that many lines, each
-    with the one-sentence reply (`lookup_row`)."""
+    EASY programs of two constants, or with `recall_lines` above 2, of 2 to that many lines
+    (`constants_program`), each with its style's reply (the mixed style's one sentence, the
+    twin's long trace)."""
     if recall_share and rng.random() < recall_share:
-        if recall_lines > 2:
-            return lookup_row(rng, recall_lines)
-        kind, program = EASY, easy_program(rng, constants=True)
+        lines = 2 if recall_lines <= 2 else rng.randint(2, recall_lines)
+        kind = EASY
+        program = easy_program(rng, constants=True) if lines == 2 else constants_program(rng, lines)
     else:
         kind = EASY if rng.random() < easy_share else HARD
         spread = kind == HARD and spread_share and rng.random() < spread_share
@@ -513,10 +514,7 @@ def lookup_row(rng: random.Random, lines: int = 2) -> dict:
     above 2, programs of 2 to `lines` constant lines (`constants_program`), a lookup among many
     as a HARD trace needs: the two-line lookup alone was measured right on 98% of two-line
     programs and 10-40% of 3-8-line ones."""
-    if lines <= 2:
-        return make_row(rng, MIXED, easy_share=1.0, recall_share=1.0)
-    program = constants_program(rng, rng.randint(2, lines))
-    return {"question": question(program, rng.choice(RENDERINGS)), "response": short_reply(program)}
+    return make_row(rng, MIXED, easy_share=1.0, recall_share=1.0, recall_lines=lines)
 
 
 def write_lookup_dataset(out: Path, rows: int, seed: int, lines: int = 2) -> Path:
