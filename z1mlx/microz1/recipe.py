@@ -11,6 +11,9 @@
         --layers 2 --plain-steps 1500 --grow-layers 4 ...        # a plain first phase on 2 layers, then 4
     python -m z1mlx.microz1.recipe --work build/mzf --style mixed --tokenizer words \
         --layers 2 --echo-steps 1500 --lookup-steps 3000 --grow-layers 4 ...  # copying, the lookup, then 4
+    python -m z1mlx.microz1.recipe --work build/mz --style mixed --tokenizer words --layers 2 \
+        --echo-steps 1500 --lookup-steps 3000 --lookup-lines 8 --grow-layers 4 --trace named \
+        --recall-share 0.3 --batching shuffled --rows 12000 --iters 1000  # the shipped models' first phases
 
 Every step is seeded and runs z1's own commands in child processes, with the store in
 `WORK/home`, so the recipe is also the end-to-end proof of full fine-tuning:
@@ -39,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -443,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         # task training goes on from the last.
         # These phases' rows are batched at random: in mlx-lm's batches of one length a copy by
         # position fits a whole batch (see `tasks.echo_row`).
-        writers = {
+        writers: dict[str, Callable[..., Path]] = {
             "copy": write_copy_dataset,
             "plain": write_plain_dataset,
             "echo": write_echo_dataset,
