@@ -24,7 +24,8 @@ import sys
 def lookup_sites(program, prompt: str, reply: str, trace: str):
     """(character offset in prompt + reply, distance in lines, what the line above holds instead)
     of each chain lookup: in order, the first digit of the value after `t = s + N = ` in the
-    trace's line for t; goal, the first token after `s = ` in the backward copy of s's line."""
+    trace's line for t; named, the first digit after `t = s + N, s = `; goal, the first token
+    after `s = ` in the backward copy of s's line."""
     from z1mlx.microz1.tasks import IN_ORDER, NAMED
 
     starts = [len(prompt)]

@@ -94,8 +94,6 @@ def test_easy_problems_get_one_sentence(tmp_path):
     assert proc.returncode == 0 and reply.startswith("It prints ") and "\n" not in reply
     from mlx_lm.utils import load_tokenizer
 
-    from z1mlx.microz1 import MODELS
-
     sentence = load_tokenizer(MODELS / "demo").encode("It prints b = a + 3 = 4 + 3 = 7.", add_special_tokens=False)
     assert out["thinking_tokens"] <= len(sentence) + 1  # the one sentence and the end token
 

@@ -55,7 +55,7 @@ RECHECK = "Let me check it again."
 # NAMED: every line in order, as IN_ORDER, but each value written next to its name, the way a
 # constant line holds it (`a = c - 2, c = 9, 9 - 2 = 7, a = 7`): every `x = N` anywhere in the
 # prompt or the trace is x's value, so each lookup (`c = ` then its value) is the same step
-# as the recall rows' (`tasks.recall_row`), whatever line the value is on.
+# as the lookup rows' (`lookup_row`), whatever line the value is on.
 IN_ORDER, GOAL, SCAN, NAMED = "in-order", "goal", "scan", "named"
 TRACES = (IN_ORDER, GOAL, SCAN, NAMED)
 
